@@ -7,3 +7,15 @@ from mixgen.transform import MixGen
 
 __all__ = ["MixGen", "MixGenCollate", "MixGenInfo", "functional"]
 __version__ = "0.1.0"
+
+_OPTIONAL_MODULES = ("wds", "hf")
+
+
+def __getattr__(name: str):
+    """``mixgen.wds`` and ``mixgen.hf`` load on first use: ``import mixgen`` needs neither
+    webdataset nor datasets."""
+    if name in _OPTIONAL_MODULES:
+        import importlib
+
+        return importlib.import_module(f"mixgen.{name}")
+    raise AttributeError(f"module 'mixgen' has no attribute {name!r}")

@@ -21,7 +21,9 @@ class MixGenCollate:
     mixed rows are written straight into the batch tensor that collation allocates
     (shared memory in a worker, as ``default_collate`` does), so there is no second
     full-batch tensor and no second pass. ``tokenizer``, if given, is applied to the
-    mixed captions, so datasets can return raw strings.
+    mixed captions when samples carry strings, so datasets can return raw strings; when
+    samples carry token ids (open_clip's ``[L]`` tensors, or a dict of ``input_ids`` and
+    ``attention_mask``), they are stacked and joined on the ids in the tokenizer's layout.
 
     Takes every keyword argument of :class:`~mixgen.MixGen` (``inplace`` excepted: the
     collate function owns the batch it allocates and always mixes into it).
@@ -34,7 +36,7 @@ class MixGenCollate:
                             "batch it allocates")
         if tokenizer is not None and not callable(tokenizer):
             raise TypeError(f"tokenizer must be callable, got {type(tokenizer).__name__}")
-        self.mixgen = MixGen(**mixgen_options)
+        self.mixgen = MixGen(tokenizer=tokenizer, **mixgen_options)
         self.tokenizer = tokenizer
 
     def __repr__(self) -> str:
@@ -59,7 +61,10 @@ class MixGenCollate:
             raise TypeError(f"samples must be (image, text, ...) tuples or dicts with keys "
                             f"{keys[0]!r} and {keys[1]!r}, got {type(first).__name__}")
         _check_samples(images)
+        if isinstance(texts[0], (Tensor, Mapping)):
+            texts = default_collate(texts)
         F.check_texts(texts, len(images))
+        layout = self.mixgen.token_layout(texts)
         info = self.mixgen.draw_params(len(images), tuple(images[0].shape[-2:]))
         batch = _new_shared_batch(images[0], info.output_size)
         if self.mixgen.image_op == "mixup":
@@ -69,8 +74,9 @@ class MixGenCollate:
             batch = F.mix_images(batch[:info.batch_size], info, op=self.mixgen.image_op,
                                  inplace=info.mode == "replace")
         texts = F.mix_texts(texts, info, op=self.mixgen.text_op, sep=self.mixgen.sep,
-                            multi_caption=self.mixgen.multi_caption, inplace=True)
-        if self.tokenizer is not None:
+                            multi_caption=self.mixgen.multi_caption, inplace=True,
+                            layout=layout)
+        if self.tokenizer is not None and layout is None:
             texts = self.tokenizer(texts)
         ret_info = self.mixgen.return_info
         if isinstance(first, Mapping):

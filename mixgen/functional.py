@@ -9,15 +9,17 @@ batch works (``[B, C, H, W]`` images, ``[B, T, C, H, W]`` clips).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from mixgen import tokens
 from mixgen.params import MixGenInfo, sample_pairs
 
 MULTI_CAPTION = ("by_position", "pick_one")
+TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 _UINT8_CHUNK_ROWS = 16
 
 
@@ -37,7 +39,11 @@ def check_images(images: object) -> None:
 
 
 def check_texts(texts: object, batch_size: int) -> None:
-    """Raise unless ``texts`` is ``list[str]`` or ``list[list[str]]`` with one entry per image."""
+    """Raise unless ``texts`` holds one caption per image: ``list[str]``, ``list[list[str]]``,
+    ``[B, L]`` token ids, or a dict of ``input_ids`` (+ ``attention_mask``) tensors."""
+    if isinstance(texts, (Tensor, Mapping)):
+        check_token_texts(texts, batch_size)
+        return
     if not isinstance(texts, (list, tuple)):
         raise TypeError(f"texts must be a list of str or a list of lists of str, "
                         f"got {type(texts).__name__}")
@@ -57,28 +63,62 @@ def check_texts(texts: object, batch_size: int) -> None:
                         f"got {type(caption).__name__}: {caption!r:.60}")
 
 
+def check_token_texts(texts: object, batch_size: int) -> None:
+    """Raise unless ``texts`` is a ``[B, L]`` integer id tensor or a dict of such tensors
+    (``input_ids``, optional ``attention_mask`` and ``token_type_ids``)."""
+    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    if "input_ids" not in fields:
+        raise ValueError(f"texts is a dict without 'input_ids'; its keys are {sorted(fields)}")
+    unknown = sorted(set(fields) - set(TOKEN_FIELDS))
+    if unknown:
+        raise ValueError(f"texts has keys {unknown} that MixGen cannot rebuild for joined "
+                         f"captions; keep only {list(TOKEN_FIELDS)}")
+    for name, value in fields.items():
+        where = "texts" if not isinstance(texts, Mapping) else f"texts[{name!r}]"
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{where} must be a torch.Tensor of token ids (tokenize with "
+                            f"return_tensors='pt'), got {type(value).__name__}")
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            raise TypeError(f"{where} must hold integer token ids, got {value.dtype}")
+        if value.ndim != 2 or value.shape[0] != batch_size:
+            raise ValueError(f"{where} must have shape [B, L] with B = {batch_size} images, "
+                             f"got {tuple(value.shape)}")
+        if value.shape != fields["input_ids"].shape:
+            raise ValueError(f"{where} has shape {tuple(value.shape)} but input_ids has "
+                             f"{tuple(fields['input_ids'].shape)}")
+
+
 # ----------------------------------------------------------------------------- images
-def blend(a: Tensor, b: Tensor, lam: Tensor, out: Tensor | None = None) -> Tensor:
+_FUSED_MIN_BYTES = 1 << 20
+_BYTE_LOW_BITS = 0x7F7F7F7F7F7F7F7F
+_compiled: dict[str, Callable[..., None] | None] = {}
+
+
+def blend(a: Tensor, b: Tensor, lam: Tensor | float, out: Tensor | None = None) -> Tensor:
     """``lam * a + (1 - lam) * b`` row by row, written into ``out`` when given.
 
-    ``lam`` holds one weight per row of ``a`` (or is 0-d for a single sample). Float
-    dtypes use ``torch.lerp`` (one pass; equal to the formula within float rounding).
+    ``lam`` holds one weight per row of ``a`` (or is 0-d, or a float, for one weight).
+    Float dtypes use ``torch.lerp`` (one pass; equal to the formula within float rounding).
     ``uint8`` is exact with round-half-up: ``floor(lam*a + (1-lam)*b + 0.5)`` in float32,
-    computed a few rows at a time so no float batch is materialised, and with integer
-    bit operations alone when every lambda is 0.5.
+    computed a few rows at a time so no float batch is materialised; when every lambda
+    is 0.5 (the paper's default) it is ``ceil((a + b) / 2)`` in integer arithmetic.
     """
     if out is None:
         out = torch.empty_like(a)
     if a.numel() == 0:
         return out
+    if not isinstance(lam, Tensor):
+        if a.is_floating_point():
+            return torch.lerp(a, b, 1.0 - lam, out=out)
+        if lam == 0.5:
+            return _uint8_midpoint(a, b, out)
+        lam = torch.tensor(lam, dtype=torch.float32)
     weight = lam.to(device=a.device).reshape(lam.shape + (1,) * (a.ndim - lam.ndim))
     if a.is_floating_point():
         return torch.lerp(a, b, (1 - weight).to(a.dtype), out=out)
-    if bool((lam == 0.5).all()):
-        # ceil((a + b) / 2) without overflow: (a | b) - ((a ^ b) >> 1)
-        half_diff = torch.bitwise_xor(a, b).bitwise_right_shift_(1)
-        torch.bitwise_or(a, b, out=out)
-        return out.sub_(half_diff)
+    # reading lambdas on another device would wait for it; there the float path is exact too
+    if lam.device.type == "cpu" and bool((lam == 0.5).all()):
+        return _uint8_midpoint(a, b, out)
     rows = a.shape[0] if lam.ndim else 1
     chunk = _UINT8_CHUNK_ROWS if lam.ndim else 1
     for start in range(0, rows, chunk):
@@ -87,6 +127,53 @@ def blend(a: Tensor, b: Tensor, lam: Tensor, out: Tensor | None = None) -> Tenso
         mixed = a[part].float() * w + b[part].float() * (1 - w) + 0.5
         out[part].copy_(mixed.floor_())
     return out
+
+
+def _uint8_midpoint(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """``ceil((a + b) / 2)`` of ``uint8`` tensors, exactly and without overflow, into ``out``.
+
+    It is ``(a | b) - ((a ^ b) >> 1)``. Stock ``uint8`` kernels make four passes over
+    memory for it; a contiguous CPU tensor of 1 MiB or more takes one fused pass over
+    64-bit words instead (eight pixels at a time), compiled by ``torch.compile`` on first
+    use (a few seconds, once per process; ``TORCH_COMPILE_DISABLE=1`` skips it).
+    """
+    if out.device.type == "cpu" and a.numel() >= _FUSED_MIN_BYTES:
+        words = _as_words(out, a, b)
+        if words is not None and _fused_midpoint(*words):
+            return out
+    half_diff = torch.bitwise_xor(a, b).bitwise_right_shift_(1)
+    torch.bitwise_or(a, b, out=out)
+    return out.sub_(half_diff)
+
+
+def _as_words(*tensors: Tensor) -> tuple[Tensor, ...] | None:
+    """Flat ``int64`` views of contiguous ``uint8`` tensors (None if one cannot be viewed)."""
+    if not all(t.is_contiguous() and t.numel() % 8 == 0 and t.storage_offset() % 8 == 0
+               for t in tensors):
+        return None
+    return tuple(t.view(-1).view(torch.int64) for t in tensors)
+
+
+def _word_midpoint(out: Tensor, a: Tensor, b: Tensor) -> None:
+    """Bytewise ``(a | b) - ((a ^ b) >> 1)`` on ``int64`` words; the mask clears the bit
+    each byte receives from its neighbour in the shift, so no byte borrows from another."""
+    out.copy_((a | b) - ((a ^ b) >> 1 & _BYTE_LOW_BITS))
+
+
+def _fused_midpoint(out: Tensor, a: Tensor, b: Tensor) -> bool:
+    """Run :func:`_word_midpoint` compiled; False from its first failure on (no C++
+    compiler, a DataLoader worker that may not start one, ...), so callers stay eager."""
+    if "midpoint" not in _compiled:
+        _compiled["midpoint"] = torch.compile(_word_midpoint, dynamic=True, fullgraph=True)
+    kernel = _compiled["midpoint"]
+    if kernel is None:
+        return False
+    try:
+        kernel(out, a, b)
+    except Exception:  # whatever the compiler's failure, the eager formula gives the same bytes
+        _compiled["midpoint"] = None
+        return False
+    return True
 
 
 def cutmix_rows(a: Tensor, b: Tensor, boxes: Tensor) -> Tensor:
@@ -135,6 +222,8 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str = "mixup",
         target = mixed_rows if append else out[:m]
         blend(images[:m], images[m:2 * m], info.lam, out=target)
         return out
+    if op == "mixup" and images.device.type == "cpu":
+        return _blend_by_row(images, info, out)
     a, b = images.index_select(0, info.source), images.index_select(0, info.partner)
     if op == "mixup":
         mixed = blend(a, b, info.lam, out=mixed_rows)
@@ -152,19 +241,59 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str = "mixup",
     return out
 
 
-def _output_batch(images: Tensor, info: MixGenInfo, inplace: bool) -> Tensor:
-    """The tensor the mixed batch is written into, with the unmixed rows already there."""
-    if info.mode == "replace":
-        if inplace:
-            return images
-        if info.pairing == "first" and info.num_pairs:
-            out = torch.empty_like(images)
-            out[info.num_pairs:].copy_(images[info.num_pairs:])
-            return out
-        return images.clone()
-    out = new_batch_like(images, info.output_size)
-    out[:info.batch_size].copy_(images)
+def _blend_by_row(images: Tensor, info: MixGenInfo, out: Tensor) -> Tensor:
+    """Mixup pair by pair (CPU): each mixed row is written once, straight from its two
+    rows, with no gathered copy of the pairs (a gather of the whole batch costs more than
+    the mixing). In place, a partner overwritten by an earlier pair is read from a copy."""
+    targets, sources = info.target.tolist(), info.source.tolist()
+    partners = [images[row] for row in info.partner.tolist()]
+    if out is images:
+        written_at = {row: k for k, row in enumerate(targets)}
+        stale = [k for k, row in enumerate(info.partner.tolist())
+                 if written_at.get(row, k) < k]
+        if stale:
+            saved = images.index_select(0, info.partner[stale])
+            for row, k in zip(saved, stale, strict=True):
+                partners[k] = row
+    for target, source, partner, lam in zip(targets, sources, partners, info.lam.tolist(),
+                                            strict=True):
+        blend(images[source], partner, lam, out=out[target])
     return out
+
+
+def _output_batch(images: Tensor, info: MixGenInfo, inplace: bool) -> Tensor:
+    """The tensor the mixed batch is written into, with the unmixed rows already there.
+
+    Only the rows no pair overwrites are copied, so every output row is written once
+    (row indices are read on the CPU only; elsewhere that would wait for the device).
+    """
+    if info.mode == "replace" and inplace:
+        return images
+    if info.mode == "replace" and info.pairing != "first" and images.device.type != "cpu":
+        return images.clone()
+    out = (torch.empty_like(images) if info.mode == "replace"
+           else new_batch_like(images, info.output_size))
+    for start, stop in _unmixed_runs(info):
+        out[start:stop].copy_(images[start:stop])
+    return out
+
+
+def _unmixed_runs(info: MixGenInfo) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of the input rows that stay as they are in the output."""
+    if info.mode == "append":
+        return [(0, info.batch_size)]
+    if info.pairing == "first":
+        return [(info.num_pairs, info.batch_size)]
+    mixed = set(info.target.tolist())
+    runs: list[tuple[int, int]] = []
+    for row in range(info.batch_size):
+        if row in mixed:
+            continue
+        if runs and runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], row + 1)
+        else:
+            runs.append((row, row + 1))
+    return runs
 
 
 def new_batch_like(images: Tensor, rows: int) -> Tensor:
@@ -179,30 +308,37 @@ def new_batch_like(images: Tensor, rows: int) -> Tensor:
 def stack_mixed(samples: Sequence[Tensor], info: MixGenInfo, out: Tensor) -> Tensor:
     """Collate and mixup in one pass: write ``samples`` and their mixes into ``out``.
 
-    ``out`` has ``info.output_size`` rows. Each unmixed row is copied once and each mixed
-    row is blended straight from the two samples, so the batch is written exactly once.
+    ``out`` has ``info.output_size`` rows. Each run of unmixed rows is stacked in one
+    call, as ``default_collate`` does, and each mixed row is blended straight from the
+    two samples, so the batch is written exactly once.
     """
-    mixed_targets = set(info.target.tolist())
-    for row, sample in enumerate(samples):
-        if info.mode == "append" or row not in mixed_targets:
-            out[row].copy_(sample)
+    for start, stop in _unmixed_runs(info):
+        torch.stack(list(samples[start:stop]), out=out[start:stop])
     for target, source, partner, lam in zip(info.target.tolist(), info.source.tolist(),
-                                            info.partner.tolist(), info.lam, strict=True):
+                                            info.partner.tolist(), info.lam.tolist(),
+                                            strict=True):
         blend(samples[source], samples[partner], lam, out=out[target])
     return out
 
 
 # ----------------------------------------------------------------------------- captions
-def mix_texts(texts: Sequence, info: MixGenInfo, *, op: str = "concat", sep: str = " ",
-              multi_caption: str = "by_position", inplace: bool = False) -> list:
+def mix_texts(texts: Sequence | Tensor | Mapping, info: MixGenInfo, *, op: str = "concat",
+              sep: str = " ", multi_caption: str = "by_position", inplace: bool = False,
+              layout: tokens.TokenLayout | None = None):
     """The captions with each pair of ``info`` mixed by ``op`` (``concat`` or ``select``).
 
     ``concat`` joins source and partner captions with ``sep``; ``select`` keeps the
     caption of the image with the larger weight (``info.keep_source_text``). With several
     captions per image, ``multi_caption="by_position"`` joins caption k of the source with
     caption k of the partner (cycling the shorter list), ``"pick_one"`` joins one caption
-    of each, chosen by ``info.caption_choice``.
+    of each, chosen by ``info.caption_choice``. Token ids (a tensor or a dict with
+    ``input_ids``) go to :func:`mix_token_texts` with ``layout`` (default: open_clip's,
+    if the ids are in it).
     """
+    if isinstance(texts, (Tensor, Mapping)):
+        ids = texts["input_ids"] if isinstance(texts, Mapping) else texts
+        return mix_token_texts(texts, info, op=op, inplace=inplace,
+                               layout=layout or tokens.infer_layout(ids, sep))
     new = [_mixed_caption(texts[s], texts[p], k, info, op, sep, multi_caption)
            for k, (s, p) in enumerate(zip(info.source.tolist(), info.partner.tolist(),
                                           strict=True))]
@@ -213,6 +349,51 @@ def mix_texts(texts: Sequence, info: MixGenInfo, *, op: str = "concat", sep: str
         for target, caption in zip(info.source.tolist(), new, strict=True):
             out[target] = caption
     return out
+
+
+def mix_token_texts(texts: Tensor | Mapping, info: MixGenInfo, *, layout: tokens.TokenLayout,
+                    op: str = "concat", inplace: bool = False) -> Tensor | Mapping:
+    """Token-id captions with each pair of ``info`` joined (or selected) on the ids.
+
+    ``texts`` is a ``[B, L]`` id tensor or a dict with ``input_ids`` and optionally
+    ``attention_mask`` and ``token_type_ids``; the same structure comes back, masks
+    rebuilt for the joined rows, ``token_type_ids`` zero there (one sequence). Joined rows
+    equal the tokenizer's output for the joined string (:func:`mixgen.tokens.concat_ids`).
+    """
+    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    ids, mask = fields["input_ids"], fields.get("attention_mask")
+    lengths = tokens.caption_lengths(ids, layout, mask)
+    source, partner = info.source.to(ids.device), info.partner.to(ids.device)
+    first, second = ids.index_select(0, source), ids.index_select(0, partner)
+    if op == "concat":
+        new_ids, new_lengths = tokens.concat_ids(first, lengths[source], second,
+                                                 lengths[partner], layout)
+    elif op == "select":
+        keep = info.keep_source_text.to(ids.device)
+        new_ids = torch.where(keep[:, None], first, second)
+        new_lengths = torch.where(keep, lengths[source], lengths[partner])
+    else:
+        raise ValueError(f"op must be 'concat' or 'select', got {op!r}")
+    new_rows = {"input_ids": new_ids}
+    if mask is not None:
+        new_rows["attention_mask"] = tokens.attention_mask(new_lengths, ids.shape[1], layout,
+                                                           mask.dtype)
+    if "token_type_ids" in fields:
+        new_rows["token_type_ids"] = torch.zeros_like(new_ids,
+                                                      dtype=fields["token_type_ids"].dtype)
+    out = {name: _place_rows(fields[name], rows, info, inplace)
+           for name, rows in new_rows.items()}
+    if not isinstance(texts, Mapping):
+        return out["input_ids"]
+    return out if type(texts) is dict else type(texts)(out)
+
+
+def _place_rows(batch: Tensor, rows: Tensor, info: MixGenInfo, inplace: bool) -> Tensor:
+    """``batch`` with the mixed ``rows`` at their targets: over the sources, or appended."""
+    if info.mode == "append":
+        return torch.cat([batch, rows])
+    out = batch if inplace else batch.clone()
+    return out.index_copy_(0, info.source.to(batch.device), rows)
 
 
 def _mixed_caption(first, second, k: int, info: MixGenInfo, op: str, sep: str,

@@ -12,6 +12,7 @@ from torch.utils.data import get_worker_info
 
 from mixgen import functional as F
 from mixgen.params import DEFAULT_RATIO, MixGenInfo, check_options, sample_params
+from mixgen.tokens import TokenLayout, infer_layout, layout_from_tokenizer
 
 
 class MixGen(nn.Module):
@@ -23,7 +24,8 @@ class MixGen(nn.Module):
 
     Call it as ``mix(images, texts)``, ``mix((images, texts))`` or ``mix(batch_dict)``;
     it returns the same structure. ``images`` is a float or uint8 tensor ``[B, C, H, W]``
-    or ``[B, T, C, H, W]``; ``texts`` a list of str or a list of lists of str. Extra
+    or ``[B, T, C, H, W]``; ``texts`` a list of str, a list of lists of str, ``[B, L]``
+    token ids or a dict of ``input_ids`` and ``attention_mask`` tensors. Extra
     elements of a tuple and extra keys of a dict pass through (grown by the sources'
     entries in ``append`` mode).
 
@@ -48,6 +50,9 @@ class MixGen(nn.Module):
             never repeat one stream and runs with the same seed repeat exactly.
         return_info: also return the :class:`~mixgen.params.MixGenInfo` used.
         image_key, text_key: where images and captions are in a dict batch.
+        tokenizer: the open_clip or Hugging Face tokenizer that made token-id captions;
+            its special ids, padding side and the ids of ``sep`` say how to join them.
+            Without it only open_clip's ids (every row starting with 49406) are read.
     """
 
     def __init__(self, *, lam: float = 0.5, alpha: float | None = None,
@@ -56,7 +61,8 @@ class MixGen(nn.Module):
                  image_op: str = "mixup", text_op: str = "concat", sep: str = " ",
                  multi_caption: str = "by_position", inplace: bool = False,
                  generator: torch.Generator | None = None, return_info: bool = False,
-                 image_key: str = "image", text_key: str = "text") -> None:
+                 image_key: str = "image", text_key: str = "text",
+                 tokenizer: Any = None) -> None:
         super().__init__()
         check_options(lam=lam, alpha=alpha, ratio=ratio, num_pairs=num_pairs,
                       pairing=pairing, mode=mode, p=p, image_op=image_op, text_op=text_op)
@@ -68,6 +74,8 @@ class MixGen(nn.Module):
         if inplace and mode == "append":
             raise ValueError("inplace=True cannot be combined with mode='append': "
                              "the batch grows, so a new tensor is returned")
+        if tokenizer is not None and not callable(tokenizer):
+            raise TypeError(f"tokenizer must be callable, got {type(tokenizer).__name__}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, "
                             f"got {type(generator).__name__}")
@@ -77,6 +85,8 @@ class MixGen(nn.Module):
         self.multi_caption, self.inplace = multi_caption, inplace
         self.generator, self.return_info = generator, return_info
         self.image_key, self.text_key = image_key, text_key
+        self.tokenizer = tokenizer
+        self._token_layout: TokenLayout | None = None
         self._seeded_worker: tuple[int, int] | None = None
 
     def extra_repr(self) -> str:
@@ -113,21 +123,39 @@ class MixGen(nn.Module):
             self._seeded_worker = key
         return self.generator
 
+    def token_layout(self, texts: Any) -> TokenLayout | None:
+        """How token-id ``texts`` are laid out: read from the tokenizer (once), or open_clip's
+        when every row starts with 49406; None for string captions."""
+        if not isinstance(texts, (Tensor, Mapping)):
+            return None
+        if self.tokenizer is None:
+            ids = texts["input_ids"] if isinstance(texts, Mapping) else texts
+            return infer_layout(ids, self.sep)
+        if self._token_layout is None:
+            self._token_layout = layout_from_tokenizer(self.tokenizer, self.sep)
+        return self._token_layout
+
     # ------------------------------------------------------------------ mixing
     def check_batch(self, images: Any, texts: Any) -> None:
         """Raise ``TypeError``/``ValueError`` naming what is wrong with a batch."""
         F.check_images(images)
         F.check_texts(texts, images.shape[0])
+        self.token_layout(texts)
         if self.generator is not None and self.generator.device != images.device:
             raise ValueError(f"generator is on {self.generator.device} but images are on "
                              f"{images.device}: pass a generator on the images' device")
 
     def mix(self, images: Tensor, texts: Sequence,
             info: MixGenInfo) -> tuple[Tensor, list]:
-        """Apply given parameters (for example a saved ``info``) to a batch."""
-        mixed_images = F.mix_images(images, info, op=self.image_op, inplace=self.inplace)
+        """Apply given parameters (for example a saved ``info``) to a batch.
+
+        Captions are mixed first: token ids that do not follow the layout raise before
+        an ``inplace`` call has written into the images.
+        """
         mixed_texts = F.mix_texts(texts, info, op=self.text_op, sep=self.sep,
-                                  multi_caption=self.multi_caption, inplace=self.inplace)
+                                  multi_caption=self.multi_caption, inplace=self.inplace,
+                                  layout=self.token_layout(texts))
+        mixed_images = F.mix_images(images, info, op=self.image_op, inplace=self.inplace)
         return mixed_images, mixed_texts
 
     def forward(self, *inputs: Any) -> Any:
