@@ -1,0 +1,165 @@
+"""Contrastive targets that know about MixGen's partial positives.
+
+With MixGen's default the partner ``j`` of a mixed pair stays in the batch, so plain CLIP
+counts the mixed image against caption ``j`` (and image ``j`` against the mixed caption)
+as negatives, although they partly match. :class:`MixGenClipLoss` is open_clip's
+``ClipLoss`` with targets built from the :class:`~mixgen.params.MixGenInfo` that
+``MixGen(return_info=True)`` returns.
+
+The targets come from an affinity matrix ``A`` of one rank's output batch, ``A[r, c]``
+relating image ``r`` to caption ``c``: 1 on the diagonal (each row's own pair), and for
+each pair ``k`` with source ``s``, partner ``j``, output row ``t``, image share ``lam``
+of the source and caption share ``mu`` of the source (``mu = lam`` for joined captions;
+1 or 0 for ``text_op="select"``):
+
+- ``A[t, j] = 1 - lam`` and ``A[j, t] = 1 - mu``, only where row ``j`` still holds the
+  original sample ``j`` (in ``replace`` mode a partner may itself be a mixed row);
+- ``append`` mode keeps the source's original row as well: ``A[t, s] = lam``,
+  ``A[s, t] = mu``.
+
+Two mixed rows are never related to each other. ``targets="soft"`` normalises each row
+of ``A`` (image to text) and each column (text to image) to sum to 1; with ``lam = 0.5``
+in ``replace`` mode the mixed image puts 2/3 on its own caption and 1/3 on its partner's,
+and the partner's image 2/3 on its own caption and 1/3 on the mixed caption.
+``targets="mask"`` keeps one-hot targets and removes the off-diagonal entries with
+``A > 0`` from the softmax denominators.
+"""
+
+from __future__ import annotations
+
+import torch
+from open_clip.loss import ClipLoss
+from torch import Tensor
+from torch.nn import functional as F
+
+from mixgen.params import MixGenInfo
+
+TARGETS = ("onehot", "soft", "mask")
+
+
+def affinity(info: MixGenInfo, *, dtype: torch.dtype = torch.float32,
+             device: torch.device | str | None = None) -> Tensor:
+    """``[N, N]`` affinity ``A`` of one output batch (``N = info.output_size``): image
+    row ``r`` against caption row ``c``; 1 on the diagonal, the shared share on partial
+    positives, 0 for negatives (see :mod:`mixgen.losses`)."""
+    if not isinstance(info, MixGenInfo):
+        raise TypeError(f"mixgen_info must be a MixGenInfo, got {type(info).__name__}")
+    info = info.to(device if device is not None else "cpu")
+    weights = torch.eye(info.output_size, dtype=dtype, device=info.lam.device)
+    if not info.applied:
+        return weights
+    lam = info.lam.to(dtype)
+    mu = lam if info.keep_source_text is None else info.keep_source_text.to(dtype)
+    target, source, partner = info.target, info.source, info.partner
+    if info.mode == "append":
+        original = torch.ones_like(partner, dtype=torch.bool)
+        weights[target, source] = lam
+        weights[source, target] = mu
+    else:
+        original = ~torch.isin(partner, source)
+    t, j = target[original], partner[original]
+    weights[t, j] = 1 - lam[original]
+    weights[j, t] = 1 - mu[original]
+    return weights
+
+
+def target_weights(info: MixGenInfo, *, rank: int = 0, world_size: int = 1,
+                   dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Affinities laid out like ``ClipLoss``'s ``(logits_per_image, logits_per_text)``
+    with ``local_loss``: ``[N, world_size * N]`` each, this rank's block at columns
+    ``rank * N`` onward (every rank has the same ``N``); zero against other ranks' rows."""
+    for name, value in (("rank", rank), ("world_size", world_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    block = affinity(info, dtype=dtype, device=device)
+    size = block.shape[0]
+    image_rows = block.new_zeros(size, world_size * size)
+    text_rows = block.new_zeros(size, world_size * size)
+    image_rows[:, rank * size:(rank + 1) * size] = block
+    text_rows[:, rank * size:(rank + 1) * size] = block.T
+    return image_rows, text_rows
+
+
+class MixGenClipLoss(ClipLoss):
+    """open_clip's ``ClipLoss`` whose targets know which pairs MixGen mixed.
+
+    Args:
+        targets: ``"soft"`` (partial positives get the shared share, see
+            :mod:`mixgen.losses`), ``"mask"`` (partial positives left out of the
+            softmax denominators) or ``"onehot"`` (exactly ``ClipLoss``).
+        **clip_loss_options: ``local_loss``, ``gather_with_grad``, ``cache_labels``,
+            ``rank``, ``world_size``, ``use_horovod`` as for ``ClipLoss``.
+
+    In distributed training each rank passes the info of its own batch, and every rank
+    must produce the same number of rows (the same batch size, and in ``append`` mode
+    the same number of pairs): global row indices are ``rank * N + local row``, as in
+    ``ClipLoss``. Without ``local_loss`` the ranks' affinity blocks are all-gathered.
+    """
+
+    def __init__(self, targets: str = "soft", **clip_loss_options: object) -> None:
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+        super().__init__(**clip_loss_options)
+        self.targets = targets
+
+    def forward(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor,
+                logit_bias: Tensor | None = None, output_dict: bool = False,
+                mixgen_info: MixGenInfo | None = None) -> Tensor | dict[str, Tensor]:
+        """The contrastive loss; with ``mixgen_info`` the targets follow ``self.targets``."""
+        if mixgen_info is None or self.targets == "onehot":
+            return super().forward(image_features, text_features, logit_scale,
+                                   logit_bias=logit_bias, output_dict=output_dict)
+        if not isinstance(mixgen_info, MixGenInfo):
+            raise TypeError(f"mixgen_info must be a MixGenInfo or None, "
+                            f"got {type(mixgen_info).__name__}")
+        if mixgen_info.output_size != image_features.shape[0]:
+            raise ValueError(f"mixgen_info describes a batch of {mixgen_info.output_size} "
+                             f"rows but image_features has {image_features.shape[0]}")
+        image_side, text_side = self.affinity_rows(mixgen_info, image_features)
+        if int(image_side.count_nonzero()) == image_side.shape[0]:  # only the own pairs
+            return super().forward(image_features, text_features, logit_scale,
+                                   logit_bias=logit_bias, output_dict=output_dict)
+        logits_per_image, logits_per_text = self.get_logits(
+            image_features, text_features, logit_scale, logit_bias=logit_bias)
+        if self.targets == "soft":
+            loss = (F.cross_entropy(logits_per_image, _normalise_rows(image_side))
+                    + F.cross_entropy(logits_per_text, _normalise_rows(text_side))) / 2
+        else:
+            labels = self.get_ground_truth(image_features.device, logits_per_image.shape[0])
+            loss = (F.cross_entropy(_mask_partial(logits_per_image, image_side, labels), labels)
+                    + F.cross_entropy(_mask_partial(logits_per_text, text_side, labels),
+                                      labels)) / 2
+        return {"contrastive_loss": loss} if output_dict else loss
+
+    def affinity_rows(self, info: MixGenInfo, image_features: Tensor) -> tuple[Tensor, Tensor]:
+        """Affinities laid out like this loss's ``(logits_per_image, logits_per_text)``."""
+        if self.world_size == 1 or self.local_loss:
+            return target_weights(info, rank=self.rank, world_size=self.world_size,
+                                  dtype=image_features.dtype, device=image_features.device)
+        block = affinity(info, dtype=image_features.dtype, device=image_features.device)
+        every_block = self._all_gather(block)
+        full = torch.block_diag(*every_block.split(block.shape[0]))
+        return full, full.T
+
+    def _all_gather(self, block: Tensor) -> Tensor:
+        """Every rank's block, stacked in rank order (no gradient: targets are constants)."""
+        if self.use_horovod:
+            import horovod.torch as hvd
+            return hvd.allgather(block)
+        parts = [torch.empty_like(block) for _ in range(self.world_size)]
+        torch.distributed.all_gather(parts, block.contiguous())
+        return torch.cat(parts)
+
+
+def _normalise_rows(weights: Tensor) -> Tensor:
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def _mask_partial(logits: Tensor, weights: Tensor, labels: Tensor) -> Tensor:
+    """``logits`` with every partial positive (``weights > 0`` off the own pair) at -inf."""
+    partial = weights > 0
+    partial[torch.arange(labels.numel(), device=labels.device), labels] = False
+    return logits.masked_fill(partial, -torch.inf)

@@ -1,0 +1,216 @@
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import captions, image_batch
+from open_clip.loss import ClipLoss
+
+from mixgen import MixGen, MixGenInfo
+from mixgen.losses import MixGenClipLoss, affinity, target_weights
+
+
+def make_info(source, partner, lam, *, batch_size=4, mode="replace", pairing="first",
+              keep_source_text=None):
+    return MixGenInfo(batch_size=batch_size, mode=mode, pairing=pairing,
+                      source=torch.tensor(source), partner=torch.tensor(partner),
+                      lam=torch.tensor(lam, dtype=torch.float32),
+                      keep_source_text=keep_source_text)
+
+
+def features(rows, dim=6, seed=0, requires_grad=False):
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1)
+    return image.requires_grad_(requires_grad), text.requires_grad_(requires_grad)
+
+
+def soft_cross_entropy_by_hand(logits, targets):
+    """Mean over rows of -sum_c p_c * log softmax(logits)_c, in plain Python floats."""
+    total = 0.0
+    for row, probs in zip(logits.tolist(), targets, strict=True):
+        log_norm = math.log(sum(math.exp(x) for x in row))
+        total -= sum(p * (x - log_norm) for x, p in zip(row, probs, strict=True) if p)
+    return total / len(targets)
+
+
+def test_soft_targets_of_one_pair_by_hand():
+    # B=4, row 0 = mix of 0 (lam 0.5) and 2: image 0 <-> caption 2 and image 2 <-> caption 0
+    # are partial positives of weight 0.5 beside 1 for the own pair: 2/3 and 1/3 per row.
+    info = make_info([0], [2], [0.5])
+    image, text = features(4)
+    scale = torch.tensor(3.0)
+    third = 1 / 3
+    targets = [[2 * third, 0, third, 0], [0, 1, 0, 0], [third, 0, 2 * third, 0], [0, 0, 0, 1]]
+    logits = scale * image @ text.T
+    expected = (soft_cross_entropy_by_hand(logits, targets)
+                + soft_cross_entropy_by_hand(logits.T, targets)) / 2
+    loss = MixGenClipLoss()(image, text, scale, mixgen_info=info)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert loss.item() != pytest.approx(ClipLoss()(image, text, scale).item(), rel=1e-3)
+
+
+def test_affinity_replace_first_from_mixgen():
+    _, _, info = MixGen(num_pairs=2, lam=0.25, return_info=True)(image_batch(5), captions(5))
+    expected = torch.eye(5)
+    expected[0, 2] = expected[2, 0] = expected[1, 3] = expected[3, 1] = 0.75
+    assert torch.equal(affinity(info), expected)
+
+
+def test_affinity_append_mode_source_row_is_a_partial_positive_too():
+    _, _, info = MixGen(num_pairs=1, lam=0.3, mode="append", return_info=True)(
+        image_batch(4), captions(4))
+    expected = torch.eye(5)
+    expected[4, 1] = expected[1, 4] = 0.7      # partner 1 (pair 0 with 0 + M = 1)
+    expected[4, 0] = expected[0, 4] = 0.3      # source 0 keeps its original row
+    torch.testing.assert_close(affinity(info), expected)
+    image, text = features(5)
+    targets = (expected / expected.sum(1, keepdim=True)).tolist()
+    targets_t = (expected.T / expected.T.sum(1, keepdim=True)).tolist()
+    logits = 2.0 * image @ text.T
+    by_hand = (soft_cross_entropy_by_hand(logits, targets)
+               + soft_cross_entropy_by_hand(logits.T, targets_t)) / 2
+    loss = MixGenClipLoss()(image, text, torch.tensor(2.0), mixgen_info=info)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_overwritten_partners_are_not_counted():
+    # roll: pairs (0, 3) and (1, 0); row 0 is itself mixed, so only pair (0, 3) counts
+    _, _, info = MixGen(num_pairs=2, pairing="roll", return_info=True)(
+        image_batch(4), captions(4))
+    assert info.source.tolist() == [0, 1] and info.partner.tolist() == [3, 0]
+    expected = torch.eye(4)
+    expected[0, 3] = expected[3, 0] = 0.5
+    assert torch.equal(affinity(info), expected)
+
+
+def test_caption_select_weighs_the_caption_by_whose_it_is():
+    keep = torch.tensor([True, False])
+    info = make_info([0, 1], [2, 3], [0.75, 0.25], batch_size=4, mode="append",
+                     keep_source_text=keep)
+    a = affinity(info)
+    # pair 0 (row 4) kept the source caption: image 2 shares nothing with caption 4,
+    # image 0 is fully described by it; pair 1 (row 5) carries caption 3
+    assert a[4, 2].item() == 0.25 and a[2, 4].item() == 0.0
+    assert a[4, 0].item() == 0.75 and a[0, 4].item() == 1.0
+    assert a[5, 3].item() == 0.75 and a[3, 5].item() == 1.0
+    assert a[5, 1].item() == 0.25 and a[1, 5].item() == 0.0
+
+
+@pytest.mark.parametrize("targets", ["soft", "mask", "onehot"])
+def test_equals_clip_loss_when_nothing_is_partly_positive(targets):
+    image, text = features(6)
+    scale, bias = torch.tensor(4.0), torch.tensor(-1.0)
+    reference = ClipLoss()(image, text, scale)
+    loss = MixGenClipLoss(targets)
+    assert torch.equal(loss(image, text, scale), reference)
+    unmixed = make_info([], [], [], batch_size=6)
+    assert torch.equal(loss(image, text, scale, mixgen_info=unmixed), reference)
+    # flip over the whole batch in replace mode: every partner is itself a mixed row
+    _, _, flipped = MixGen(ratio=1.0, pairing="flip", return_info=True)(
+        image_batch(6), captions(6))
+    assert torch.equal(loss(image, text, scale, mixgen_info=flipped), reference)
+    with_bias = loss(image, text, scale, bias, output_dict=True, mixgen_info=unmixed)
+    assert torch.equal(with_bias["contrastive_loss"], ClipLoss()(image, text, scale, bias))
+
+
+def test_onehot_ignores_the_info():
+    image, text = features(4)
+    info = make_info([0], [2], [0.5])
+    scale = torch.tensor(3.0)
+    assert torch.equal(MixGenClipLoss("onehot")(image, text, scale, mixgen_info=info),
+                       ClipLoss()(image, text, scale))
+
+
+def test_mask_removes_partial_positives_from_the_denominators():
+    info = make_info([0], [2], [0.5])
+    image, text = features(4)
+    logits = 3.0 * image @ text.T
+    total = 0.0
+    for matrix in (logits.tolist(), logits.T.tolist()):
+        for r, row in enumerate(matrix):
+            kept = [x for c, x in enumerate(row) if {r, c} != {0, 2}]
+            total += math.log(sum(math.exp(x) for x in kept)) - row[r]
+    loss = MixGenClipLoss("mask")(image, text, torch.tensor(3.0), mixgen_info=info)
+    assert loss.item() == pytest.approx(total / 8, rel=1e-6)
+
+
+@pytest.mark.parametrize("targets", ["soft", "mask"])
+def test_gradients_flow(targets):
+    image, text = features(5, requires_grad=True)
+    scale = torch.tensor(2.0, requires_grad=True)
+    _, _, info = MixGen(num_pairs=1, mode="append", return_info=True)(
+        image_batch(4), captions(4))
+    MixGenClipLoss(targets)(image, text, scale, mixgen_info=info).backward()
+    for grad in (image.grad, text.grad, scale.grad):
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_rank_offsets_the_columns():
+    info = make_info([0], [2], [0.5])
+    block = affinity(info)
+    image_rows, text_rows = target_weights(info, rank=1, world_size=3)
+    assert image_rows.shape == text_rows.shape == (4, 12)
+    assert torch.equal(image_rows[:, 4:8], block) and torch.equal(text_rows[:, 4:8], block.T)
+    assert image_rows[:, :4].abs().sum() == 0 and image_rows[:, 8:].abs().sum() == 0
+    single, _ = target_weights(info)
+    assert torch.equal(single, block)
+
+
+def test_bad_input_names_the_argument():
+    image, text = features(4)
+    scale = torch.tensor(1.0)
+    with pytest.raises(ValueError, match="targets must be one of"):
+        MixGenClipLoss("hard")
+    with pytest.raises(TypeError, match="mixgen_info must be a MixGenInfo"):
+        MixGenClipLoss()(image, text, scale, mixgen_info={"source": [0]})
+    with pytest.raises(ValueError, match="mixgen_info describes a batch of 5 rows"):
+        MixGenClipLoss()(image, text, scale,
+                         mixgen_info=make_info([0], [2], [0.5], mode="append"))
+    with pytest.raises(ValueError, match="rank must be in"):
+        target_weights(make_info([0], [2], [0.5]), rank=2, world_size=2)
+
+
+# ------------------------------------------------------------------ two real gloo ranks
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_losses(rank, world_size, port, image, text, infos, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        rows = image.shape[0] // world_size
+        mine = slice(rank * rows, (rank + 1) * rows)
+        scale = torch.tensor(3.0)
+        results = {}
+        for name, options in (("global", {}), ("local", {"local_loss": True}),
+                              ("with_grad", {"local_loss": True, "gather_with_grad": True})):
+            for targets in ("soft", "mask"):
+                loss = MixGenClipLoss(targets, rank=rank, world_size=world_size, **options)
+                results[f"{name} {targets}"] = loss(image[mine], text[mine], scale,
+                                                    mixgen_info=infos[rank]).item()
+        (out_dir / f"rank{rank}.json").write_text(json.dumps(results))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_match_one_process_on_the_joined_batch(tmp_path):
+    image, text = features(8)
+    infos = [make_info([0], [2], [0.5]), make_info([1], [0], [0.25])]
+    joined = make_info([0, 5], [2, 4], [0.5, 0.25], batch_size=8)
+    mp.spawn(_rank_losses, args=(2, _free_port(), image, text, infos, tmp_path), nprocs=2)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    scale = torch.tensor(3.0)
+    for targets in ("soft", "mask"):
+        expected = MixGenClipLoss(targets)(image, text, scale, mixgen_info=joined).item()
+        for rank in (0, 1):
+            assert results[rank][f"global {targets}"] == pytest.approx(expected, rel=1e-6)
+        for name in ("local", "with_grad"):
+            mean = (results[0][f"{name} {targets}"] + results[1][f"{name} {targets}"]) / 2
+            assert mean == pytest.approx(expected, rel=1e-6)
