@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 bench: $(VENV)/.installed-bench
-	$(BIN)/python benchmarks/demo.py
+	$(BIN)/python benchmarks/clip_retrieval.py --jobs 2 --out bench_out
 
 clean:
 	rm -rf $(VENV)

@@ -135,10 +135,11 @@ def _uint8_midpoint(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     It is ``(a | b) - ((a ^ b) >> 1)``. Stock ``uint8`` kernels make four passes over
     memory for it; a contiguous CPU tensor of 1 MiB or more takes one fused pass over
     64-bit words instead (eight pixels at a time), compiled by ``torch.compile`` on first
-    use (a few seconds, once per process; ``TORCH_COMPILE_DISABLE=1`` skips it).
+    use (a few seconds, once per process; DataLoader workers forked after the first use
+    inherit it; ``TORCH_COMPILE_DISABLE=1`` skips it and runs the word formula eagerly).
     """
     if out.device.type == "cpu" and a.numel() >= _FUSED_MIN_BYTES:
-        words = _as_words(out, a, b)
+        words = _word_views(out, a, b)
         if words is not None and _fused_midpoint(*words):
             return out
     half_diff = torch.bitwise_xor(a, b).bitwise_right_shift_(1)
@@ -146,12 +147,25 @@ def _uint8_midpoint(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     return out.sub_(half_diff)
 
 
-def _as_words(*tensors: Tensor) -> tuple[Tensor, ...] | None:
-    """Flat ``int64`` views of contiguous ``uint8`` tensors (None if one cannot be viewed)."""
+def _word_views(out: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Flat ``int64`` views of ``(out, a, b)`` for the fused kernel, or None.
+
+    An ``out`` that is ``a`` (or ``b``) comes back as that input's very view object: the
+    compiler handles an argument passed twice, not two views of the same memory. None
+    when a tensor is not contiguous, not whole words, or ``out`` partly overlaps an input.
+    """
     if not all(t.is_contiguous() and t.numel() % 8 == 0 and t.storage_offset() % 8 == 0
-               for t in tensors):
+               for t in (out, a, b)):
         return None
-    return tuple(t.view(-1).view(torch.int64) for t in tensors)
+    a_words, b_words = (t.view(-1).view(torch.int64) for t in (a, b))
+    if out.data_ptr() == a.data_ptr():
+        return a_words, a_words, b_words
+    if out.data_ptr() == b.data_ptr():  # the formula is symmetric in a and b
+        return b_words, b_words, a_words
+    start, stop = out.data_ptr(), out.data_ptr() + out.numel()
+    if any(t.data_ptr() < stop and start < t.data_ptr() + t.numel() for t in (a, b)):
+        return None
+    return out.view(-1).view(torch.int64), a_words, b_words
 
 
 def _word_midpoint(out: Tensor, a: Tensor, b: Tensor) -> None:
@@ -164,7 +178,8 @@ def _fused_midpoint(out: Tensor, a: Tensor, b: Tensor) -> bool:
     """Run :func:`_word_midpoint` compiled; False from its first failure on (no C++
     compiler, a DataLoader worker that may not start one, ...), so callers stay eager."""
     if "midpoint" not in _compiled:
-        _compiled["midpoint"] = torch.compile(_word_midpoint, dynamic=True, fullgraph=True)
+        # not fullgraph: where dynamo is disabled the function then simply runs eagerly
+        _compiled["midpoint"] = torch.compile(_word_midpoint, dynamic=True)
     kernel = _compiled["midpoint"]
     if kernel is None:
         return False
@@ -208,7 +223,8 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str = "mixup",
     ``replace`` mode writes the mixed rows over their sources (into ``images`` itself
     when ``inplace``); ``append`` mode returns ``B + M`` rows, originals first.
     """
-    info = info.to(images.device)
+    if info.source.device != images.device:
+        info = info.to(images.device)
     m, batch = info.num_pairs, info.batch_size
     append = info.mode == "append"
     if inplace and append:
@@ -244,21 +260,29 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str = "mixup",
 def _blend_by_row(images: Tensor, info: MixGenInfo, out: Tensor) -> Tensor:
     """Mixup pair by pair (CPU): each mixed row is written once, straight from its two
     rows, with no gathered copy of the pairs (a gather of the whole batch costs more than
-    the mixing). In place, a partner overwritten by an earlier pair is read from a copy."""
-    targets, sources = info.target.tolist(), info.source.tolist()
-    partners = [images[row] for row in info.partner.tolist()]
+    the mixing). In place, pairs run in the order (forwards or backwards) that reads the
+    most partners before they are overwritten; the rest are read from a copy."""
+    targets, sources, partners = (t.tolist() for t in (info.target, info.source, info.partner))
+    lams = info.lam.tolist()
+    order: Sequence[int] = range(len(targets))
+    saved: dict[int, Tensor] = {}
     if out is images:
-        written_at = {row: k for k, row in enumerate(targets)}
-        stale = [k for k, row in enumerate(info.partner.tolist())
-                 if written_at.get(row, k) < k]
+        order, stale = min(((o, _overwritten_before_read(targets, partners, o))
+                            for o in (order, order[::-1])), key=lambda pair: len(pair[1]))
         if stale:
-            saved = images.index_select(0, info.partner[stale])
-            for row, k in zip(saved, stale, strict=True):
-                partners[k] = row
-    for target, source, partner, lam in zip(targets, sources, partners, info.lam.tolist(),
-                                            strict=True):
-        blend(images[source], partner, lam, out=out[target])
+            saved = dict(zip(stale, images.index_select(0, torch.tensor(stale)), strict=True))
+    for k in order:
+        partner = saved[partners[k]] if partners[k] in saved else images[partners[k]]
+        blend(images[sources[k]], partner, lams[k], out=out[targets[k]])
     return out
+
+
+def _overwritten_before_read(targets: list[int], partners: list[int],
+                             order: Sequence[int]) -> list[int]:
+    """Partner rows that an earlier pair of ``order`` overwrites before they are read."""
+    step = {targets[k]: i for i, k in enumerate(order)}
+    return list(dict.fromkeys(partners[k] for i, k in enumerate(order)
+                              if step.get(partners[k], i) < i))
 
 
 def _output_batch(images: Tensor, info: MixGenInfo, inplace: bool) -> Tensor:
