@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "csv:PATH (filepath,title) | wds:PATTERN (jpg/png + txt shards)")
     data.add_argument("--eval-json", type=Path, help="evaluate on a Karpathy-style JSON "
                       "[{'image': path, 'caption': [..]}] instead of held-out data")
+    data.add_argument("--eval-image-root", type=Path, help="folder the --eval-json image "
+                      "paths are relative to (default: the JSON's folder)")
     data.add_argument("--eval-size", type=int, default=500, help="held-out pairs: the "
                       "procedural test split, or the last pairs of a CSV or shards")
     data.add_argument("--data-seed", type=int, default=0, help="seed of the procedural data")
@@ -164,8 +166,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         for key, value in defaults.items():
             if isinstance(value, list):
                 defaults[key] = ",".join(map(str, value))
-        known = {action.dest for action in parser._actions}
-        unknown = set(defaults) - known
+        unknown = set(defaults) - set(vars(parser.parse_args([])))
         if unknown:
             raise ValueError(f"--config {options.config}: unknown options {sorted(unknown)}")
         parser.set_defaults(**defaults)
@@ -222,7 +223,7 @@ def load_data(options: argparse.Namespace, train_size: int) -> tuple[ImagePairs,
     else:
         raise ValueError(f"--data must be shapes, digits, csv:PATH or wds:PATTERN; got {kind!r}")
     if options.eval_json:
-        held_out = karpathy_pairs(options.eval_json, size)
+        held_out = karpathy_pairs(options.eval_json, size, options.eval_image_root)
     return train, held_out
 
 

@@ -145,6 +145,10 @@ def test_karpathy_pairs_and_retrieval_texts(tmp_path):
     assert pairs.images[1, :, 0, 0].tolist() == [4, 5, 6]
     texts, owner = pairs.retrieval_texts()
     assert texts == ["one", "two", "three"] and owner.tolist() == [0, 0, 1]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "test.json").write_text(json.dumps(entries))
+    rooted = karpathy_pairs(tmp_path / "sub" / "test.json", 4, image_root=tmp_path)
+    assert torch.equal(rooted.images, pairs.images)
     (tmp_path / "bad.json").write_text(json.dumps([{"image": "x.png"}]))
     with pytest.raises(ValueError, match="entry 0 needs the keys"):
         karpathy_pairs(tmp_path / "bad.json", 4)

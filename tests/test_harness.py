@@ -40,9 +40,10 @@ def metrics_of(results: dict, arm: str, seed: int = 0) -> dict:
 def test_benchmark_outputs_and_paired_arms(tmp_path, capsys):
     config = tmp_path / "arms.json"
     arms = {"no-pairs": {"mixgen": {"ratio": 0.0}}, "off-at-0": {"mixgen": {}, "off_epoch": 0},
-            "off-at-1": {"mixgen": {}, "off_epoch": 1}}
+            "off-at-1": {"mixgen": {}, "off_epoch": 1},
+            "onehot-loss": {"mixgen": {}, "loss_targets": "onehot"}}
     config.write_text(json.dumps({"seeds": [0, 1], "arms": arms}))
-    names = ("baseline", "mixgen", "no-pairs", "off-at-0", "off-at-1")
+    names = ("baseline", "mixgen", "no-pairs", "off-at-0", "off-at-1", "onehot-loss")
     results = run(tmp_path / "out", "--config", str(config), "--arms", ",".join(names),
                   "--keep-checkpoints", "--jobs", "2")  # runs in two worker processes
     assert [(r["arm"], r["seed"], r["steps"]) for r in results["runs"]] == [
@@ -52,6 +53,8 @@ def test_benchmark_outputs_and_paired_arms(tmp_path, capsys):
     for seed in (0, 1):
         for arm in ("no-pairs", "off-at-0"):
             assert metrics_of(results, arm, seed) == metrics_of(results, "baseline", seed)
+        # MixGenClipLoss with one-hot targets is ClipLoss
+        assert metrics_of(results, "onehot-loss", seed) == metrics_of(results, "mixgen", seed)
     losses = {r["arm"]: r["final_loss"] for r in results["runs"] if r["seed"] == 0}
     assert losses["baseline"] == losses["no-pairs"] == losses["off-at-0"]
     assert len({losses["baseline"], losses["mixgen"], losses["off-at-1"]}) == 3
@@ -132,12 +135,14 @@ def test_data_options(tmp_path):
         Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / f"{i}.png")
         rows.append(f"{i}.png,red level {i}")
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "eval.json").write_text(json.dumps([{"image": "0.png", "caption": ["a", "b"]}]))
     options = harness.parse_options(["--data", f"csv:{tmp_path / 'pairs.csv'}",
                                      "--eval-size", "3", "--image-size", "4"])
     train, held_out = harness.load_data(options, 5)
     assert len(train) == 7 and held_out.captions == [f"red level {i}" for i in (7, 8, 9)]
-    options.eval_json = tmp_path / "eval.json"
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval.json").write_text(
+        json.dumps([{"image": "0.png", "caption": ["a", "b"]}]))
+    options.eval_json, options.eval_image_root = tmp_path / "eval" / "eval.json", tmp_path
     train, held_out = harness.load_data(options, 10)
     assert len(train) == 10 and held_out.captions == [["a", "b"]]
     options = harness.parse_options(["--data", "shapes", "--eval-size", "5", "--image-size", "8"])
