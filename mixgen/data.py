@@ -93,8 +93,8 @@ def shapes(num_samples: int, split: str, image_size: int, seed: int) -> ImagePai
     smaller one (its first items are the same), and the captions do not depend on
     ``image_size``.
     """
-    _check_positive_int("num_samples", num_samples)
-    _check_positive_int("image_size", image_size)
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("image_size", image_size)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -116,7 +116,7 @@ def shapes(num_samples: int, split: str, image_size: int, seed: int) -> ImagePai
     return ImagePairs(images, captions)
 
 
-def _check_positive_int(name: str, value: object) -> None:
+def check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:

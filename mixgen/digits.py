@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from mixgen.data import COLOURS, POSITIONS, SPLITS, ImagePairs, _check_positive_int
+from mixgen.data import COLOURS, POSITIONS, SPLITS, ImagePairs, check_positive_int
 
 HELD_OUT_EVERY = 5
 """Every 5th occurrence of each digit class in ``load_digits`` order is a ``test`` sample."""
@@ -37,8 +37,8 @@ def digit_scenes(num_samples: int, split: str, image_size: int, seed: int) -> Im
     give the same pixels; a larger ``num_samples`` extends a smaller one, and the scenes
     do not depend on ``image_size``.
     """
-    _check_positive_int("num_samples", num_samples)
-    _check_positive_int("image_size", image_size)
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("image_size", image_size)
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} (a 3 x 3 grid of digits), "
                          f"got {image_size}")
