@@ -431,6 +431,9 @@ def _mixed_caption(first, second, k: int, info: MixGenInfo, op: str, sep: str,
     first = [first] if isinstance(first, str) else list(first)
     second = [second] if isinstance(second, str) else list(second)
     if multi_caption == "pick_one":
+        if info.caption_choice is None:
+            raise ValueError("multi_caption='pick_one' needs parameters drawn with "
+                             "multi_caption='pick_one' (info.caption_choice is None)")
         u = info.caption_choice[k].tolist()
         return [first[int(u[0] * len(first))] + sep + second[int(u[1] * len(second))]]
     if multi_caption != "by_position":

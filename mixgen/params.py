@@ -202,7 +202,7 @@ def sample_params(batch_size: int, image_size: tuple[int, int], *, lam: float = 
                   alpha: float | None = None, ratio: float | None = None,
                   num_pairs: int | None = None, pairing: str = "first",
                   mode: str = "replace", p: float = 1.0, image_op: str = "mixup",
-                  text_op: str = "concat",
+                  text_op: str = "concat", multi_caption: str = "by_position",
                   generator: torch.Generator | None = None) -> MixGenInfo:
     """Draw everything one MixGen call needs, in a fixed order, from ``generator``.
 
@@ -220,7 +220,8 @@ def sample_params(batch_size: int, image_size: tuple[int, int], *, lam: float = 
     if text_op == "select":
         coin = torch.rand(count, generator=generator, device=device) < 0.5
         keep_source_text = (lams > 0.5) | ((lams == 0.5) & coin)
-    caption_choice = torch.rand((count, 2), generator=generator, device=device)
+    caption_choice = (torch.rand((count, 2), generator=generator, device=device)
+                      if multi_caption == "pick_one" else None)
     return MixGenInfo(batch_size=batch_size, mode=mode, pairing=pairing, source=source,
                       partner=partner, lam=lams, boxes=boxes,
                       keep_source_text=keep_source_text, caption_choice=caption_choice)

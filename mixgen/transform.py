@@ -104,6 +104,7 @@ class MixGen(nn.Module):
                              ratio=self.ratio, num_pairs=self.num_pairs,
                              pairing=self.pairing, mode=self.mode, p=self.p,
                              image_op=self.image_op, text_op=self.text_op,
+                             multi_caption=self.multi_caption,
                              generator=self.process_generator())
 
     def process_generator(self) -> torch.Generator | None:

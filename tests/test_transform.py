@@ -146,3 +146,18 @@ def test_generator_and_images_on_different_devices():
 def test_bad_options(options, error, message):
     with pytest.raises(error, match=message):
         MixGen(**options)
+
+
+def test_pick_one_caption_per_image():
+    texts = [[f"a{i}", f"b{i}", f"c{i}"] for i in range(8)]
+    out_texts, info = seeded(multi_caption="pick_one", return_info=True)(
+        image_batch(8), texts)[1:]
+    for t, s, p in zip(info.target.tolist(), info.source.tolist(), info.partner.tolist(),
+                       strict=True):
+        (joined,) = out_texts[t]
+        first, second = joined.split(" ")
+        assert first in texts[s] and second in texts[p]
+    assert seeded()(image_batch(8), texts)[1][0] == ["a0 a2", "b0 b2", "c0 c2"]
+    with pytest.raises(ValueError, match="needs parameters drawn with multi_caption"):
+        MixGen(multi_caption="pick_one").mix(image_batch(8), texts, info=seeded(
+            return_info=True)(image_batch(8), texts)[2])
