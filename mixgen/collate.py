@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import default_collate, get_worker_info
 
 from mixgen import functional as F
-from mixgen.transform import MixGen
+from mixgen.transform import MixGen, repack
 
 
 class MixGenCollate:
@@ -51,12 +51,13 @@ class MixGenCollate:
         if isinstance(first, Mapping):
             images = [s[keys[0]] for s in samples]
             texts = [s[keys[1]] for s in samples]
-            rest = {k: default_collate([s[k] for s in samples]) for k in first
-                    if k not in keys}
+            structure = {k: (None if k in keys else default_collate([s[k] for s in samples]))
+                         for k in first}
         elif isinstance(first, (tuple, list)) and len(first) >= 2:
             images = [s[0] for s in samples]
             texts = [s[1] for s in samples]
-            rest = [default_collate([s[i] for s in samples]) for i in range(2, len(first))]
+            structure = (None, None, *(default_collate([s[i] for s in samples])
+                                       for i in range(2, len(first))))
         else:
             raise TypeError(f"samples must be (image, text, ...) tuples or dicts with keys "
                             f"{keys[0]!r} and {keys[1]!r}, got {type(first).__name__}")
@@ -78,15 +79,9 @@ class MixGenCollate:
                             layout=layout)
         if self.tokenizer is not None and layout is None:
             texts = self.tokenizer(texts)
-        ret_info = self.mixgen.return_info
-        if isinstance(first, Mapping):
-            out = {k: F.append_rows(v, info) for k, v in rest.items()}
-            out[keys[0]], out[keys[1]] = batch, texts
-            if ret_info:
-                out["mixgen"] = info
-            return out
-        return (batch, texts, *(F.append_rows(v, info) for v in rest),
-                *((info,) if ret_info else ()))
+        options = self.mixgen
+        return repack(structure, batch, texts, info, return_info=options.return_info,
+                      image_key=options.image_key, text_key=options.text_key)
 
 
 def _check_samples(images: list) -> None:

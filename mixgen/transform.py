@@ -160,43 +160,52 @@ class MixGen(nn.Module):
         return mixed_images, mixed_texts
 
     def forward(self, *inputs: Any) -> Any:
-        images, texts, rebuild = _unpack(inputs, self.image_key, self.text_key)
+        batch = _as_batch(inputs)
+        images, texts = _find(batch, self.image_key, self.text_key)
         self.check_batch(images, texts)
         info = self.draw_params(images.shape[0], tuple(images.shape[-2:]))
         mixed_images, mixed_texts = self.mix(images, texts, info)
-        return rebuild(mixed_images, mixed_texts, info, self.return_info)
+        return repack(batch, mixed_images, mixed_texts, info, return_info=self.return_info,
+                      image_key=self.image_key, text_key=self.text_key)
 
 
-def _unpack(inputs: tuple, image_key: str, text_key: str):
-    """Find images and captions in the call's arguments; return a function that puts the
-    mixed ones back into the same structure."""
+def _as_batch(inputs: tuple) -> Any:
+    """The batch of a call: ``mix(batch)`` or ``mix(images, texts)``."""
     if len(inputs) == 1:
-        batch = inputs[0]
-    elif len(inputs) == 2:
-        batch = tuple(inputs)
-    else:
-        raise TypeError(f"MixGen takes (images, texts), a (images, texts, ...) sequence or "
-                        f"a dict batch; got {len(inputs)} positional arguments")
+        return inputs[0]
+    if len(inputs) == 2:
+        return tuple(inputs)
+    raise TypeError(f"MixGen takes (images, texts), a (images, texts, ...) sequence or "
+                    f"a dict batch; got {len(inputs)} positional arguments")
+
+
+def _find(batch: Any, image_key: str, text_key: str) -> tuple[Any, Any]:
+    """Images and captions of a dict batch or of a sequence starting with them."""
     if isinstance(batch, Mapping):
         for key, name in ((image_key, "image_key"), (text_key, "text_key")):
             if key not in batch:
                 raise ValueError(f"the dict batch has no key {key!r} ({name}); its keys are "
                                  f"{sorted(map(str, batch))}")
-
-        def rebuild_dict(images, texts, info, return_info):
-            out = {k: F.append_rows(v, info) for k, v in batch.items()}
-            out[image_key], out[text_key] = images, texts
-            if return_info:
-                out["mixgen"] = info
-            return type(batch)(out) if type(batch) is not dict else out
-
-        return batch[image_key], batch[text_key], rebuild_dict
+        return batch[image_key], batch[text_key]
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        def rebuild_sequence(images, texts, info, return_info):
-            rest = [F.append_rows(v, info) for v in batch[2:]]
-            out = [images, texts, *rest, *([info] if return_info else [])]
-            return tuple(out) if isinstance(batch, tuple) else out
-
-        return batch[0], batch[1], rebuild_sequence
+        return batch[0], batch[1]
     raise TypeError(f"MixGen expects (images, texts), a sequence starting with images and "
                     f"texts, or a dict batch; got {type(batch).__name__}")
+
+
+def repack(batch: Any, images: Tensor, texts: Any, info: MixGenInfo, *, return_info: bool,
+           image_key: str = "image", text_key: str = "text") -> Any:
+    """``batch``'s structure with the mixed images and captions in place of its own.
+
+    Other per-sample fields grow by the sources' entries in ``append`` mode; with
+    ``return_info`` a dict gets the key ``"mixgen"``, a sequence one more element.
+    """
+    if isinstance(batch, Mapping):
+        out = {k: F.append_rows(v, info) for k, v in batch.items()}
+        out[image_key], out[text_key] = images, texts
+        if return_info:
+            out["mixgen"] = info
+        return out if type(batch) is dict else type(batch)(out)
+    rest = [F.append_rows(v, info) for v in batch[2:]]
+    out = [images, texts, *rest, *([info] if return_info else [])]
+    return tuple(out) if isinstance(batch, tuple) else out
