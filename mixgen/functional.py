@@ -388,14 +388,11 @@ def mix_token_texts(texts: Tensor | Mapping, info: MixGenInfo, *, layout: tokens
     ids, mask = fields["input_ids"], fields.get("attention_mask")
     lengths = tokens.caption_lengths(ids, layout, mask)
     source, partner = info.source.to(ids.device), info.partner.to(ids.device)
-    first, second = ids.index_select(0, source), ids.index_select(0, partner)
     if op == "concat":
-        new_ids, new_lengths = tokens.concat_ids(first, lengths[source], second,
-                                                 lengths[partner], layout)
+        new_ids, new_lengths = tokens.concat_ids(ids, lengths, source, partner, layout)
     elif op == "select":
-        keep = info.keep_source_text.to(ids.device)
-        new_ids = torch.where(keep[:, None], first, second)
-        new_lengths = torch.where(keep, lengths[source], lengths[partner])
+        chosen = torch.where(info.keep_source_text.to(ids.device), source, partner)
+        new_ids, new_lengths = ids.index_select(0, chosen), lengths[chosen]
     else:
         raise ValueError(f"op must be 'concat' or 'select', got {op!r}")
     new_rows = {"input_ids": new_ids}

@@ -20,6 +20,7 @@ open_clip nor transformers: tokenizers are only called, never imported.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,85 +124,152 @@ def caption_lengths(ids: Tensor, layout: TokenLayout, mask: Tensor | None = None
 
     From ``mask`` when given; otherwise (right padding only) one past the first end id,
     since open_clip pads with 0, which is also a real token ("!"). Raises ``ValueError``
-    naming the first row that does not follow ``layout``.
+    naming the first row that does not follow ``layout``. A dozen tensor ops whatever
+    the batch size: all rows are checked at once, and the message is worked out only
+    when a row is bad.
     """
     width = ids.shape[1]
     if mask is not None:
-        lengths = mask.sum(1).long()
+        lengths = mask.sum(1, dtype=torch.long)
     elif layout.padding_side == "right" and layout.end:
-        is_end = ids == layout.end[-1]
-        lengths = is_end.int().argmax(1) + 1
-        missing = ~is_end.any(1)
-        if bool(missing.any()):
-            row = int(missing.nonzero()[0])
-            raise ValueError(f"texts row {row} has no end token {layout.end[-1]}: "
-                             f"not a row of this tokenizer's layout")
+        lengths = (ids == layout.end[-1]).byte().argmax(1).add_(1)
     else:
         raise ValueError("texts needs an attention_mask: with left padding or no end token "
                          "the caption lengths cannot be read from the ids")
-    specials = len(layout.start) + len(layout.end)
-    first = width - lengths if layout.padding_side == "left" else torch.zeros_like(lengths)
-    bad = lengths < specials
-    for offset, token in enumerate(layout.start):
-        bad |= ids.gather(1, (first + offset).clamp(max=width - 1)[:, None])[:, 0] != token
-    for offset, token in enumerate(layout.end):
-        position = first + lengths - len(layout.end) + offset
-        bad |= ids.gather(1, position.clamp(0, width - 1)[:, None])[:, 0] != token
+    specials, expected, slope, base = _special_positions(layout, width, ids.dtype, ids.device)
+    found = ids.gather(1, (lengths[:, None] * slope).add_(base).clamp_(0, width - 1))
+    bad = (found != expected).any(1) | (lengths < specials)
     if bool(bad.any()):
-        row = int(bad.nonzero()[0])
-        raise ValueError(f"texts row {row} does not follow the tokenizer's layout (start "
-                         f"{list(layout.start)}, end {list(layout.end)}, "
-                         f"{layout.padding_side} padding): {ids[row].tolist()}")
+        raise ValueError(_layout_error(ids, layout, mask, bad))
     return lengths
 
 
-def concat_ids(first: Tensor, first_lengths: Tensor, second: Tensor, second_lengths: Tensor,
+@functools.lru_cache(maxsize=64)
+def _special_positions(layout: TokenLayout, width: int, dtype: torch.dtype,
+                       device: torch.device) -> tuple[int, Tensor, Tensor, Tensor]:
+    """Where the special ids of a row of ``length`` ids sit: the i-th start id at
+    ``first + i`` and the j-th of ``E`` end ids at ``first + length - E + j``, where
+    ``first`` is ``width - length`` for left padding and 0 for right padding; that is
+    ``length * slope + base``. Returns their count, the ids, ``slope`` and ``base``."""
+    n_start, n_end = len(layout.start), len(layout.end)
+    left_pad = int(layout.padding_side == "left")
+    slope = [-left_pad] * n_start + [1 - left_pad] * n_end
+    base = [left_pad * width + offset for offset in [*range(n_start), *range(-n_end, 0)]]
+    return (n_start + n_end, torch.tensor([*layout.start, *layout.end], dtype=dtype,
+                                          device=device),
+            torch.tensor(slope, device=device), torch.tensor(base, device=device))
+
+
+def _layout_error(ids: Tensor, layout: TokenLayout, mask: Tensor | None, bad: Tensor) -> str:
+    """The message for the first row of ``ids`` that does not follow ``layout``."""
+    if mask is None:
+        missing = ~(ids == layout.end[-1]).any(1)
+        if bool(missing.any()):
+            row = int(missing.nonzero()[0])
+            return (f"texts row {row} has no end token {layout.end[-1]}: "
+                    f"not a row of this tokenizer's layout")
+    row = int(bad.nonzero()[0])
+    return (f"texts row {row} does not follow the tokenizer's layout (start "
+            f"{list(layout.start)}, end {list(layout.end)}, "
+            f"{layout.padding_side} padding): {ids[row].tolist()}")
+
+
+def concat_ids(ids: Tensor, lengths: Tensor, source: Tensor, partner: Tensor,
                layout: TokenLayout) -> tuple[Tensor, Tensor]:
-    """Join caption ``first[k]`` with caption ``second[k]`` for every row k, on the ids.
+    """Join caption ``ids[source[k]]`` with caption ``ids[partner[k]]`` for every k, on the ids.
 
-    Row k becomes ``start + content(first[k]) + separator + content(second[k]) + end``,
-    the content cut on the layout's truncation side to fit the width ``L`` (the end
-    token stays last, as open_clip's and Hugging Face's tokenizers do), padded on its
-    padding side. Because a cut row keeps the content the joined row needs, the result
-    equals tokenizing the joined string even when an input row was itself truncated.
-    One ``gather`` over the batch, no loop over rows. Returns ``(ids, lengths)``.
+    Row k becomes ``start + content(source) + separator + content(partner) + end``, the
+    content cut on the layout's truncation side to fit the width ``L`` (the end token
+    stays last, as open_clip's and Hugging Face's tokenizers do), padded on its padding
+    side. Because a cut row keeps the content the joined row needs, the result equals
+    tokenizing the joined string even when an input row was itself truncated.
+    ``lengths`` are the rows' :func:`caption_lengths`. Returns ``(ids, lengths)`` of the
+    joined rows.
+
+    A joined row is made of seven runs (padding, start, source content, separator,
+    partner content, end, padding), each copying consecutive ids of one place. Where the
+    runs begin and where they copy from are affine in the two lengths, the kept length
+    and the two row numbers, so one small matrix product gives them for every row
+    (:func:`_join_plan`); a cumulative sum spreads each run's offset over its positions
+    and one ``take`` reads all rows: about twenty tensor ops whatever the batch size, no
+    loop over rows.
     """
-    rows, width = first.shape
+    width = ids.shape[1]
+    if width < len(layout.start) + len(layout.end):
+        raise ValueError(f"texts rows of {width} ids cannot hold the "
+                         f"{len(layout.start) + len(layout.end)} special tokens of the layout")
+    specials, coefficients, bias, positions = _join_plan(layout, width, ids.dtype, ids.device)
+    len_a, len_b = lengths[source], lengths[partner]
+    content = len(layout.separator) - 2 * (len(layout.start) + len(layout.end))
+    keep = (len_a + len_b).add_(content).clamp_(max=width - len(layout.start) - len(layout.end))
+    # float64 is exact on these small integers, and matrix products of integers are CPU-only
+    basis = torch.stack([len_a, len_b, keep, source, partner], 1).double()
+    plan = torch.addmm(bias, basis, coefficients).long()  # [M, 6 + 1 + 6 + 1]
+    run_starts, first_offset, offset_steps = plan[:, :6], plan[:, 6:7], plan[:, 7:13]
+    # the content runs are empty where truncation cut them away
+    run_starts[:, 2:4].clamp_(run_starts[:, 1:2], run_starts[:, 4:5])
+    # each position's offset: the first run's, changed by each later run where it begins
+    steps = torch.zeros((len(plan), width + 1), dtype=plan.dtype, device=plan.device)
+    steps.scatter_add_(1, run_starts, offset_steps)
+    index = steps.cumsum_(1)[:, :width].add_(first_offset).add_(positions)
+    table = torch.cat([specials, ids.reshape(-1)])
+    return table.take(index), plan[:, 13]
+
+
+@functools.lru_cache(maxsize=64)
+def _join_plan(layout: TokenLayout, width: int, dtype: torch.dtype,
+               device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The constants of :func:`concat_ids` for one layout and width.
+
+    Returns the ids the table starts with (start, separator, end, then ``width`` pads;
+    the batch's rows follow), the coefficients and bias of the affine map from
+    ``(len_a, len_b, keep, source, partner)`` to the runs' starts, offsets and the joined
+    length (read off :func:`_join_runs` at the origin and at each unit vector), and the
+    positions ``0..L-1``.
+    """
+    origin = _join_runs(0, 0, 0, 0, 0, layout, width)
+    units = [_join_runs(*(int(i == j) for i in range(5)), layout, width) for j in range(5)]
+    coefficients = [[unit - base for unit, base in zip(row, origin, strict=True)]
+                    for row in units]
+    specials = [*layout.start, *layout.separator, *layout.end, *[layout.pad_id] * width]
+    as_float = functools.partial(torch.tensor, dtype=torch.float64, device=device)
+    return (torch.tensor(specials, dtype=dtype, device=device), as_float(coefficients),
+            as_float(origin), torch.arange(width, device=device))
+
+
+def _join_runs(len_a: int, len_b: int, keep: int, source: int, partner: int,
+               layout: TokenLayout, width: int) -> list[int]:
+    """For one joined row: where runs 1-6 begin (run 0, padding, begins at 0), the offset
+    run 0 adds to a position to get its index in the table of :func:`concat_ids`, how
+    much each later run changes that offset, and the row's length. Affine in the five
+    row values, which is what :func:`_join_plan` relies on."""
     n_start, n_sep, n_end = len(layout.start), len(layout.separator), len(layout.end)
-    room = width - n_start - n_end
-    if room < 0:
-        raise ValueError(f"texts rows of {width} ids cannot hold the {n_start + n_end} "
-                         f"special tokens of the layout")
-    left_pad = layout.padding_side == "left"
-    len_a, len_b = first_lengths.long(), second_lengths.long()
-    content_a, content_b = len_a - n_start - n_end, len_b - n_start - n_end
-    # where each caption's content begins in its row
-    begin_a = (width - len_a) * left_pad + n_start
+    at_sep = n_start
+    at_end = at_sep + n_sep
+    at_pad = at_end + n_end
+    at_rows = at_pad + width
+    left_pad = int(layout.padding_side == "left")
+    content_a = len_a - n_start - n_end
+    total = content_a + n_sep + len_b - n_start - n_end
+    skip = (total - keep) * int(layout.truncation_side == "left")
+    length = keep + n_start + n_end
+    shift = (width - length) * left_pad  # where the joined caption begins in its row
+    begin_a = (width - len_a) * left_pad + n_start  # where each content begins in its row
     begin_b = (width - len_b) * left_pad + n_start
-    total = content_a + n_sep + content_b
-    keep = total.clamp(max=room)
-    skip = total - keep if layout.truncation_side == "left" else torch.zeros_like(total)
-    lengths = keep + n_start + n_end
-    shift = (width - lengths) * left_pad
-
-    # one table per row: [first | second | start | separator | end | pad]
-    constants = torch.tensor([*layout.start, *layout.separator, *layout.end, layout.pad_id],
-                             dtype=first.dtype, device=first.device)
-    table = torch.cat([first, second, constants.expand(rows, -1)], dim=1)
-    at_start, at_sep = 2 * width, 2 * width + n_start
-    at_end, at_pad = at_sep + n_sep, at_sep + n_sep + n_end
-
-    k = torch.arange(width, device=first.device) - shift[:, None]  # position in the caption
-    c = k - n_start + skip[:, None]                                 # position in the content
-    ca = content_a[:, None]
-    from_content = torch.where(
-        c < ca, begin_a[:, None] + c,
-        torch.where(c < ca + n_sep, at_sep + c - ca, width + begin_b[:, None] + c - ca - n_sep))
-    index = torch.where(k < lengths[:, None], at_end + k - n_start - keep[:, None], at_pad)
-    index = torch.where(k < n_start + keep[:, None], from_content, index)
-    index = torch.where(k < n_start, at_start + k, index)
-    index = torch.where(k < 0, at_pad, index)
-    return table.gather(1, index), lengths
+    # position k of run r reads table[k + offset_r]; c = k - shift - n_start + skip is the
+    # position in the joined content
+    starts = [shift, shift + n_start, shift + n_start - skip + content_a,
+              shift + n_start - skip + content_a + n_sep, shift + n_start + keep,
+              shift + length]
+    offsets = [at_pad + width - shift,                       # padding before (left padding)
+               -shift,                                       # start ids
+               at_rows + width * source + begin_a - n_start + skip - shift,
+               at_sep - n_start + skip - content_a - shift,  # separator ids
+               at_rows + width * partner + begin_b - n_start + skip - content_a - n_sep - shift,
+               at_end - n_start - keep - shift,              # end ids
+               at_pad - length - shift]                      # padding after
+    steps = [after - before for before, after in itertools.pairwise(offsets)]
+    return [*starts, offsets[0], *steps, length]
 
 
 def attention_mask(lengths: Tensor, width: int, layout: TokenLayout,

@@ -37,14 +37,20 @@ def bert_encode(tok, texts, width):
                     return_tensors="pt"))
 
 
+def join_halves(a, b, layout):
+    """Row k of ``a`` joined with row k of ``b``, by concat_ids on the stacked batch."""
+    both = torch.cat([a, b])
+    rows = torch.arange(len(a))
+    return T.concat_ids(both, T.caption_lengths(both, layout), rows, rows + len(a), layout)
+
+
 # ----------------------------------------------------------------------------- open_clip
 @pytest.mark.parametrize("width", [77, 12, 5, 2])
 def test_open_clip_concat_equals_tokenizing_the_joined_string(clip_tok, width):
     first, second = CAPTIONS, CAPTIONS[::-1]
     a, b = clip_tok(first, context_length=width), clip_tok(second, context_length=width)
     layout = T.infer_layout(a)
-    ids, lengths = T.concat_ids(a, T.caption_lengths(a, layout), b,
-                                T.caption_lengths(b, layout), layout)
+    ids, lengths = join_halves(a, b, layout)
     expected = clip_tok([x + " " + y for x, y in zip(first, second, strict=True)],
                         context_length=width)
     assert torch.equal(ids, expected)
@@ -91,9 +97,47 @@ WORDS = st.sampled_from(["a", "cat", "dog", "on", "the", "mat", "red", "7", "!",
        second=st.lists(WORDS, max_size=12).map(" ".join), width=st.integers(2, 20))
 def test_open_clip_concat_property(clip_tok, first, second, width):
     a, b = clip_tok([first], context_length=width), clip_tok([second], context_length=width)
-    ids, _ = T.concat_ids(a, T.caption_lengths(a, T.OPEN_CLIP), b,
-                          T.caption_lengths(b, T.OPEN_CLIP), T.OPEN_CLIP)
+    ids, _ = join_halves(a, b, T.OPEN_CLIP)
     assert torch.equal(ids, clip_tok([first + " " + second], context_length=width))
+
+
+def encode(content, layout, width):
+    """Reference tokenizer output for a caption's content ids: specials around, content
+    cut on the truncation side, padded on the padding side, as Hugging Face does."""
+    room = width - len(layout.start) - len(layout.end)
+    left = layout.truncation_side == "left"
+    cut = content[max(len(content) - room, 0):] if left else content[:room]
+    row = [*layout.start, *cut, *layout.end]
+    pad = [layout.pad_id] * (width - len(row))
+    return pad + row if layout.padding_side == "left" else row + pad
+
+
+CONTENT = st.lists(st.integers(5, 50), max_size=14)
+
+
+@settings(max_examples=150, deadline=None)
+@given(start=st.lists(st.integers(1, 2), max_size=2), end=st.lists(st.integers(3, 4), unique=True,
+                                                                   min_size=1, max_size=2),
+       separator=st.lists(st.integers(5, 50), max_size=2), width=st.integers(0, 12),
+       padding_side=st.sampled_from(T.SIDES), truncation_side=st.sampled_from(T.SIDES),
+       captions=st.lists(CONTENT, min_size=1, max_size=5), data=st.data())
+def test_concat_ids_matches_encoding_the_joined_content(start, end, separator, width,
+                                                        padding_side, truncation_side,
+                                                        captions, data):
+    layout = T.TokenLayout(start=tuple(start), end=tuple(end), pad_id=0,
+                           separator=tuple(separator), padding_side=padding_side,
+                           truncation_side=truncation_side)
+    width += len(start) + len(end)
+    ids = torch.tensor([encode(c, layout, width) for c in captions])
+    mask = (ids != 0).long() if padding_side == "left" else None
+    rows = st.integers(0, len(captions) - 1)
+    pairs = data.draw(st.lists(st.tuples(rows, rows), min_size=1, max_size=6))
+    source, partner = (torch.tensor(column) for column in zip(*pairs, strict=True))
+    joined, lengths = T.concat_ids(ids, T.caption_lengths(ids, layout, mask), source, partner,
+                                   layout)
+    expected = [encode(captions[a] + separator + captions[b], layout, width) for a, b in pairs]
+    assert joined.tolist() == expected
+    assert lengths.tolist() == [sum(x != 0 for x in row) for row in expected]
 
 
 # ----------------------------------------------------------------------------- Hugging Face
