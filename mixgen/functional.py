@@ -107,6 +107,7 @@ def blend(a: Tensor, b: Tensor, lam: Tensor | float, out: Tensor | None = None) 
         out = torch.empty_like(a)
     if a.numel() == 0:
         return out
+    lam = _common_value(lam)
     if not isinstance(lam, Tensor):
         if a.is_floating_point():
             return torch.lerp(a, b, 1.0 - lam, out=out)
@@ -116,9 +117,6 @@ def blend(a: Tensor, b: Tensor, lam: Tensor | float, out: Tensor | None = None) 
     weight = lam.to(device=a.device).reshape(lam.shape + (1,) * (a.ndim - lam.ndim))
     if a.is_floating_point():
         return torch.lerp(a, b, (1 - weight).to(a.dtype), out=out)
-    # reading lambdas on another device would wait for it; there the float path is exact too
-    if lam.device.type == "cpu" and bool((lam == 0.5).all()):
-        return _uint8_midpoint(a, b, out)
     rows = a.shape[0] if lam.ndim else 1
     chunk = _UINT8_CHUNK_ROWS if lam.ndim else 1
     for start in range(0, rows, chunk):
@@ -127,6 +125,18 @@ def blend(a: Tensor, b: Tensor, lam: Tensor | float, out: Tensor | None = None) 
         mixed = a[part].float() * w + b[part].float() * (1 - w) + 0.5
         out[part].copy_(mixed.floor_())
     return out
+
+
+def _common_value(lam: Tensor | float) -> Tensor | float:
+    """``lam`` as one float when every weight is the same (fixed lambdas: the paper's
+    default), so the blend runs with a scalar weight and no per-row weight tensor.
+    Lambdas on another device stay a tensor: reading them would wait for the device."""
+    if not isinstance(lam, Tensor) or lam.device.type != "cpu":
+        return lam
+    values = lam.tolist()
+    if not isinstance(values, list):
+        return values
+    return values[0] if values and values.count(values[0]) == len(values) else lam
 
 
 def _uint8_midpoint(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
@@ -235,8 +245,9 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str = "mixup",
     mixed_rows = out[batch:] if append else None
     if op == "mixup" and info.pairing == "first":
         # contiguous halves: blend straight into the output rows, no gather
-        target = mixed_rows if append else out[:m]
-        blend(images[:m], images[m:2 * m], info.lam, out=target)
+        sources = images[:m]
+        target = mixed_rows if append else sources if out is images else out[:m]
+        blend(sources, images[m:2 * m], info.lam, out=target)
         return out
     if op == "mixup" and images.device.type == "cpu":
         return _blend_by_row(images, info, out)
@@ -363,14 +374,14 @@ def mix_texts(texts: Sequence | Tensor | Mapping, info: MixGenInfo, *, op: str =
         ids = texts["input_ids"] if isinstance(texts, Mapping) else texts
         return mix_token_texts(texts, info, op=op, inplace=inplace,
                                layout=layout or tokens.infer_layout(ids, sep))
+    sources = info.source.tolist()
     new = [_mixed_caption(texts[s], texts[p], k, info, op, sep, multi_caption)
-           for k, (s, p) in enumerate(zip(info.source.tolist(), info.partner.tolist(),
-                                          strict=True))]
+           for k, (s, p) in enumerate(zip(sources, info.partner.tolist(), strict=True))]
     out = texts if inplace and isinstance(texts, list) else list(texts)
     if info.mode == "append":
         out.extend(new)
     else:
-        for target, caption in zip(info.source.tolist(), new, strict=True):
+        for target, caption in zip(sources, new, strict=True):
             out[target] = caption
     return out
 
@@ -387,11 +398,13 @@ def mix_token_texts(texts: Tensor | Mapping, info: MixGenInfo, *, layout: tokens
     fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
     ids, mask = fields["input_ids"], fields.get("attention_mask")
     lengths = tokens.caption_lengths(ids, layout, mask)
-    source, partner = info.source.to(ids.device), info.partner.to(ids.device)
+    if info.source.device != ids.device:
+        info = info.to(ids.device)
+    source, partner = info.source, info.partner
     if op == "concat":
         new_ids, new_lengths = tokens.concat_ids(ids, lengths, source, partner, layout)
     elif op == "select":
-        chosen = torch.where(info.keep_source_text.to(ids.device), source, partner)
+        chosen = torch.where(info.keep_source_text, source, partner)
         new_ids, new_lengths = ids.index_select(0, chosen), lengths[chosen]
     else:
         raise ValueError(f"op must be 'concat' or 'select', got {op!r}")
@@ -414,7 +427,7 @@ def _place_rows(batch: Tensor, rows: Tensor, info: MixGenInfo, inplace: bool) ->
     if info.mode == "append":
         return torch.cat([batch, rows])
     out = batch if inplace else batch.clone()
-    return out.index_copy_(0, info.source.to(batch.device), rows)
+    return out.index_copy_(0, info.source, rows)
 
 
 def _mixed_caption(first, second, k: int, info: MixGenInfo, op: str, sep: str,
