@@ -8,6 +8,7 @@ median, the spread (25th to 75th percentile) and the ratios the targets are stat
 intra-op thread by default (``--threads``), as DataLoader workers do.
 
     python benchmarks/throughput.py                     # the full table, about a minute
+    python benchmarks/throughput.py --back-to-back      # the same with warm caches
     python benchmarks/throughput.py --repeats 5 --json bench_out/throughput.json
 
 Groups: image mixing on a batch (B in {64, 256}, 3x224x224, float32 and uint8) against
@@ -69,7 +70,10 @@ class Group:
     def add(self, name: str, fn: Callable[[], object]) -> None:
         self.cases[name] = fn
 
-    def run(self, repeats: int, warmup: int = 1) -> Group:
+    def run(self, repeats: int, warmup: int = 1, back_to_back: bool = False) -> Group:
+        """Time each case ``repeats`` times; with ``back_to_back``, each timed call comes
+        right after an untimed call of the same case (warm caches: the steady state of
+        calling one op in a loop) instead of after whatever case came before it."""
         names = list(self.cases)
         for _ in range(warmup):
             for name in names:
@@ -78,6 +82,8 @@ class Group:
         order = random.Random(0)
         for _ in range(repeats):
             for name in order.sample(names, len(names)):
+                if back_to_back:
+                    self.cases[name]()  # untimed; its output is freed before the timed call
                 start = time.perf_counter()
                 result = self.cases[name]()
                 self.times[name].append(time.perf_counter() - start)
@@ -387,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch intra-op threads; 1, as in DataLoader workers, keeps "
                              "timings steady on a shared machine (0: torch's own choice)")
     parser.add_argument("--jpegs", type=int, default=512, help="images in the DataLoader set")
+    parser.add_argument("--back-to-back", action="store_true",
+                        help="time each call right after an untimed call of the same case "
+                             "(warm caches) instead of right after another case")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -400,13 +409,13 @@ def main(argv: list[str] | None = None) -> None:
     rows, targets = [], []
     for group, group_targets in runs:
         print(f"timing {group.name} ...", file=sys.stderr, flush=True)
-        rows += summarize(group.run(args.repeats))
+        rows += summarize(group.run(args.repeats, back_to_back=args.back_to_back))
         targets += [t.row() for t in group_targets]
         group.cases.clear()  # release the group's tensors
     with tempfile.TemporaryDirectory() as folder:
         print("timing DataLoader epochs ...", file=sys.stderr, flush=True)
         group, group_targets = dataloader_group(Path(folder), args.jpegs, 64)
-        rows += summarize(group.run(args.repeats))
+        rows += summarize(group.run(args.repeats, back_to_back=args.back_to_back))
         targets += [t.row() for t in group_targets]
         group.cases.clear()  # stop the persistent workers
     checks = {"uint8 bit-exact vs float round-half-up": exact}
@@ -421,7 +430,8 @@ def main(argv: list[str] | None = None) -> None:
             "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
-            "repeats": args.repeats, "seconds": round(time.perf_counter() - started, 1)}
+            "repeats": args.repeats, "back_to_back": args.back_to_back,
+            "seconds": round(time.perf_counter() - started, 1)}
     print(table(rows))
     print()
     print(target_table(targets))

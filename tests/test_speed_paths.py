@@ -7,6 +7,8 @@
 - the fused collate against ``default_collate`` followed by MixGen.
 """
 
+import json
+
 import pytest
 import torch
 from conftest import captions, image_batch
@@ -162,3 +164,24 @@ def test_fused_collate_equals_default_collate_then_mixgen(dtype, options):
         assert torch.equal(fused[0], expected[0])
     else:
         torch.testing.assert_close(fused[0], expected[0], rtol=1e-6, atol=1e-7)
+
+
+def test_throughput_script_runs_every_group_and_writes_its_targets(tmp_path):
+    """The speed benchmark itself (one repeat, a small JPEG set): every case is timed,
+    every target gets a positive ratio, and its correctness checks hold."""
+    throughput = pytest.importorskip("benchmarks.throughput")
+    threads = torch.get_num_threads()
+    try:
+        throughput.main(["--repeats", "1", "--jpegs", "16", "--back-to-back",
+                         "--json", str(tmp_path / "throughput.json")])
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "throughput.json").read_text())
+    groups = {row["group"] for row in report["cases"]}
+    assert {"batch B=64 float32", "batch B=256 uint8", "collate B=64", "tokens B=256",
+            "DataLoader 16 JPEGs B=64 2 workers"} <= groups
+    assert all(row["median_ms"] > 0 for row in report["cases"])
+    ratios = {row["target"]: row["ratio"] for row in report["targets"]}
+    assert len(ratios) == 22 and all(ratio > 0 for ratio in ratios.values())
+    assert ratios["uint8 bit-exact vs float round-half-up"] == 1.0
+    assert report["meta"]["back_to_back"] is True
