@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 # This machine serves these two releases from local disk; pyproject.toml declares ranges.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
+# open_clip_train needs webdataset<=0.2.86 (in .venv); mixgen.wds is also tested on the
+# 1.x line, in a venv that adds only webdataset 1.x on top of .venv's packages.
+WDS1   := .venv-wds1
+
 .PHONY: test bench lint clean
 
 $(BIN)/python:
@@ -22,11 +26,19 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check mixgen tests benchmarks
 
-test: lint
+$(WDS1)/.installed: $(VENV)/.installed-dev
+	rm -rf $(WDS1) && $(PYTHON) -m venv $(WDS1)
+	echo "import site; site.addsitedir('$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+		> "$$($(WDS1)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/base-venv.pth"
+	$(WDS1)/bin/python -m pip install -q --no-deps 'webdataset>=1,<2'
+	touch $@
+
+test: lint $(WDS1)/.installed
 	$(BIN)/python -m pytest -q -n 2 --durations=10
+	$(WDS1)/bin/python -m pytest -q tests/test_wds.py -p no:cacheprovider
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/clip_retrieval.py --jobs 2 --out bench_out
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(WDS1)
