@@ -41,11 +41,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
+import mixgen
 from mixgen import MixGenCollate
 from mixgen.data import ImagePairs, csv_pairs, karpathy_pairs, shapes, wds_pairs
 from mixgen.metrics import mean_confidence_interval, paired_difference, retrieval_metrics
 
-MODEL_CONFIGS = sorted(Path(__file__).resolve().parent.glob("mixgen-*.json"))
+MODEL_CONFIGS = sorted((Path(mixgen.__file__).parent / "model_configs").glob("mixgen-*.json"))
 METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "i2t_mean_rank", "i2t_median_rank",
            "t2i_R@1", "t2i_R@5", "t2i_R@10", "t2i_mean_rank", "t2i_median_rank")
 MIXGEN_OPTIONS = ("lam", "alpha", "ratio", "num_pairs", "pairing", "mode", "p", "image_op",
@@ -241,7 +242,7 @@ def epoch_order(num_pairs: int, seed: int, epoch: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- model
 @functools.cache
 def register_model_configs() -> None:
-    """Make ``mixgen-tiny`` and ``mixgen-small`` (``benchmarks/mixgen-*.json``) open_clip
+    """Make ``mixgen-tiny`` and ``mixgen-small`` (``mixgen/model_configs/``) open_clip
     model names."""
     for path in MODEL_CONFIGS:
         open_clip.add_model_config(path)
