@@ -24,7 +24,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	touch $@
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check mixgen tests benchmarks
+	$(BIN)/ruff check mixgen mixgen_bench tests benchmarks
 
 $(WDS1)/.installed: $(VENV)/.installed-dev
 	rm -rf $(WDS1) && $(PYTHON) -m venv $(WDS1)
@@ -38,7 +38,7 @@ test: lint $(WDS1)/.installed
 	$(WDS1)/bin/python -m pytest -q tests/test_wds.py -p no:cacheprovider
 
 bench: $(VENV)/.installed-bench
-	$(BIN)/python benchmarks/clip_retrieval.py --jobs 2 --out bench_out
+	$(BIN)/mixgen-clip-retrieval --jobs 2 --out bench_out
 
 clean:
 	rm -rf $(VENV) $(WDS1)

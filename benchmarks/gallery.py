@@ -15,8 +15,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from mixgen import MixGen
-from mixgen.data import shapes
 from mixgen.viz import gallery
+from mixgen_bench.data import shapes
 
 IMAGE_OPS = ("mixup", "cutmix", "concat")
 TITLE_HEIGHT = 24

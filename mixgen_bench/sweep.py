@@ -7,8 +7,10 @@ stage two (``final``) trains at every size, next to the baseline and MixGen's de
 Every run is one call of the retrieval harness (``clip_retrieval.run_benchmark``), so a
 run of an arm, size and seed is the same run in both stages and is trained once.
 
-    python benchmarks/sweep.py run --out sweep_out      # train (resumable)
-    python benchmarks/sweep.py report --out sweep_out   # tables, plot, results JSON
+    python -m mixgen_bench.sweep run --out sweep_out      # train (resumable)
+    python -m mixgen_bench.sweep report --out sweep_out   # tables, plot, results JSON
+
+(from the repository root, where ``benchmarks/sweep/`` holds the protocol and results)
 """
 
 from __future__ import annotations
@@ -16,18 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mixgen_bench.clip_retrieval import run_benchmark
+from mixgen_bench.metrics import mean_confidence_interval, paired_difference
+from mixgen_bench.options import parse_options
 
-from benchmarks import clip_retrieval as harness
-from mixgen.metrics import mean_confidence_interval, paired_difference
-
-PROTOCOL = Path(__file__).resolve().parent / "sweep" / "protocol.json"
+PROTOCOL = Path("benchmarks") / "sweep" / "protocol.json"
+"""The registered protocol, relative to the repository root."""
 R_AT_1 = ("i2t_R@1", "t2i_R@1")
 
 
@@ -59,7 +59,7 @@ def harness_options(protocol: dict, setting: str, names: list[str], size: int,
     argv += ["--arms", ",".join(names), "--reference", protocol["reference"],
              "--sizes", str(size), "--seeds", ",".join(map(str, seeds)),
              "--out", str(out / setting), "--resume"]
-    options = harness.parse_options(argv)
+    options = parse_options(argv)
     options.arm_specs = harness_arms(protocol, names, size)
     return options
 
@@ -83,7 +83,7 @@ def run_stage(protocol: dict, setting: str, stage: str, out: Path, log=print) ->
     names = stage_arms(protocol, setting, stage, out)
     for size in plan["sizes"]:
         started = time.perf_counter()
-        harness.run_benchmark(harness_options(protocol, setting, names, size, plan["seeds"],
+        run_benchmark(harness_options(protocol, setting, names, size, plan["seeds"],
                                               out))
         log(f"{setting}:{stage} n={size} arms={','.join(names)} "
             f"{time.perf_counter() - started:.0f} s")
@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol", type=Path, default=PROTOCOL)
     parser.add_argument("--out", type=Path, default=Path("sweep_out"),
                         help="harness output folders, one per setting")
-    parser.add_argument("--results", type=Path, default=PROTOCOL.parent / "results",
-                        help="where the report's JSON and Markdown go")
+    parser.add_argument("--results", type=Path, help="where the report's JSON and Markdown "
+                        "go (default: the protocol's folder / results)")
     parser.add_argument("--only", help="comma-separated 'setting:stage' steps (default: "
                         "the protocol's order)")
     options = parser.parse_args(argv)
@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
             run_stage(protocol, setting, stage, options.out,
                       log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
     else:
-        print(report(protocol, options.out, options.results))
+        results = options.results or options.protocol.parent / "results"
+        print(report(protocol, options.out, results))
 
 
 if __name__ == "__main__":
