@@ -79,14 +79,14 @@ def mixgen_parser() -> argparse.ArgumentParser:
     add = flags.add_argument
     add("--mixgen", action="store_true",
         help="mix pairs inside each training batch (off: plain open_clip_train)")
-    add("--mixgen-lam", type=float, default=default["lam"],
+    add("--mixgen-lam", metavar="L", type=float, default=default["lam"],
         help="the source's weight in each mixed pair (default %(default)s)")
-    add("--mixgen-alpha", type=float, default=default["alpha"],
+    add("--mixgen-alpha", metavar="A", type=float, default=default["alpha"],
         help="draw one weight per pair from Beta(alpha, alpha) instead of --mixgen-lam")
-    add("--mixgen-ratio", type=float, default=default["ratio"],
+    add("--mixgen-ratio", metavar="R", type=float, default=default["ratio"],
         help="fraction of each batch that becomes mixed pairs (0.25 when neither this nor "
              "--mixgen-num-pairs is given)")
-    add("--mixgen-num-pairs", type=int, default=default["num_pairs"],
+    add("--mixgen-num-pairs", metavar="M", type=int, default=default["num_pairs"],
         help="a fixed number of mixed pairs per batch, instead of --mixgen-ratio")
     add("--mixgen-pairing", choices=PAIRINGS, default=default["pairing"],
         help="who mixes with whom: first (i with i + M, the paper), permute (random), "
@@ -94,7 +94,7 @@ def mixgen_parser() -> argparse.ArgumentParser:
     add("--mixgen-mode", choices=MODES, default=default["mode"],
         help="replace: the mixed pairs overwrite their sources (the paper); append: they "
              "are added, the batch grows by M")
-    add("--mixgen-p", type=float, default=default["p"],
+    add("--mixgen-p", metavar="P", type=float, default=default["p"],
         help="probability that a batch is mixed at all (default %(default)s)")
     add("--mixgen-image-op", choices=IMAGE_OPS, default=default["image_op"],
         help="mixup (interpolate), cutmix (paste a patch of the partner) or concat "

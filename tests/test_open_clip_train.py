@@ -67,9 +67,12 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def in_workdir(workdir, monkeypatch):
-    """Runs start in the data's folder; open_clip_train's root log handlers are removed
-    after each test and logger levels restored."""
+    """Runs start in the data's folder, on one torch thread (several spin on a busy
+    machine); open_clip_train's root log handlers are removed after each test and logger
+    levels restored."""
     monkeypatch.chdir(workdir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     handlers, levels = list(logging.root.handlers), {
         name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
     root_level = logging.root.level
@@ -80,6 +83,7 @@ def in_workdir(workdir, monkeypatch):
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     logging.root.setLevel(root_level)
+    torch.set_num_threads(threads)
 
 
 def csv_args(name: str, *extra: str, epochs: int = 1, workers: int = 0) -> list[str]:
