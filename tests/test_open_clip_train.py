@@ -2,6 +2,7 @@
 it, batches mixed in the loader workers, the soft/mask loss fed each batch's info, plain
 checkpoints, resume, torchrun on CPU, and refusals (moved internals, bad flags)."""
 
+import importlib
 import io
 import logging
 import re
@@ -308,6 +309,13 @@ def test_soft_loss_refuses_a_loss_other_than_clip():
                                          "but this run uses SigLipLoss"):
         mixgen_train.main(csv_args("siglip", "--siglip", "--mixgen", "--mixgen-loss",
                                       "soft"))
+
+
+def test_without_open_clip_the_import_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "mixgen.open_clip_train")
+    with pytest.raises(ImportError, match=r"needs open_clip_train: pip install 'mixgen\[train\]'"):
+        importlib.import_module("mixgen.open_clip_train")
 
 
 def test_model_configs_are_registered_by_name():
