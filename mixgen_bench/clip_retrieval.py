@@ -35,6 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 from tqdm import tqdm
 
+from mixgen_bench.base import base_checkpoint
 from mixgen_bench.models import model_config, prepare_model
 from mixgen_bench.options import int_list, parse_options, resolve_arms
 from mixgen_bench.report import summarize, write_outputs
@@ -61,6 +62,8 @@ def run_benchmark(options: argparse.Namespace) -> dict[str, Any]:
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
+    if options.pretrain_data is not None:
+        options.pretrained = base_checkpoint(options)
     train_all, held_out = load_data(options, max(sizes))
     tables = write_training_data(train_all, sizes, options.out / "data")
     model = prepare_model(options, options.out / "models")
