@@ -83,11 +83,15 @@ def stage_arms(protocol: dict, setting: str, stage: str, out: Path) -> list[str]
     return [*protocol["always"], *select_arms(pooled, count)]
 
 
-def run_stage(protocol: dict, setting: str, stage: str, out: Path, log=print) -> None:
-    """Train the runs of one stage of one setting, one harness call per size."""
+def run_stage(protocol: dict, setting: str, stage: str, out: Path, log=print,
+              sizes: list[int] | None = None) -> None:
+    """Train the runs of one stage of one setting, one harness call per size (only
+    ``sizes`` of the stage's, when given: the order of work, never what is trained)."""
     plan = protocol["settings"][setting][stage]
     names = stage_arms(protocol, setting, stage, out)
     for size in plan["sizes"]:
+        if sizes is not None and size not in sizes:
+            continue
         started = time.perf_counter()
         run_benchmark(harness_options(protocol, setting, names, size, plan["seeds"],
                                               out))
@@ -307,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
                         "go (default: the protocol's folder / results)")
     parser.add_argument("--only", help="comma-separated 'setting:stage' steps (default: "
                         "the protocol's order)")
+    parser.add_argument("--sizes", help="comma-separated sizes to run now (default: all "
+                        "of each stage's)")
     options = parser.parse_args(argv)
     protocol = json.loads(options.protocol.read_text())
     if options.command == "run":
@@ -314,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
         for step in steps:
             setting, stage = step.split(":")
             run_stage(protocol, setting, stage, options.out,
-                      log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
+                      log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True),
+                      sizes=options.sizes and [int(n) for n in options.sizes.split(",")])
     else:
         results = options.results or options.protocol.parent / "results"
         print(report(protocol, options.out, results))
