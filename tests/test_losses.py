@@ -6,7 +6,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import captions, image_batch
+from helpers import captions, image_batch
 from open_clip.loss import ClipLoss
 
 from mixgen import MixGen, MixGenInfo

@@ -11,12 +11,13 @@ import json
 
 import pytest
 import torch
-from conftest import captions, image_batch
+from helpers import captions, image_batch, reference_mix
 from torch.utils.data import default_collate
 
 from mixgen import MixGen, MixGenCollate
 from mixgen import functional as F
 from mixgen.params import sample_params
+from mixgen.uint8 import FUSED_MIDPOINT, word_midpoint, word_views
 
 
 def every_byte_pair(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,13 +41,16 @@ def test_uint8_midpoint_eager_is_exact_for_every_byte_pair():
 
 
 @pytest.fixture
-def fused_kernel():
-    """The compiled kernel, built once (a few seconds); skip where torch.compile fails."""
+def fused_kernel(monkeypatch):
+    """The compiled kernel, built once (a few seconds); skip where torch.compile fails.
+    Whatever a test swaps in, the kernel is back afterwards."""
     a, b = every_byte_pair(16)
     F.blend(a, b, 0.5)
-    if F._compiled.get("midpoint") is None:
+    if FUSED_MIDPOINT.kernel is None:
         pytest.skip("torch.compile cannot build the fused uint8 kernel here")
-    return F._compiled["midpoint"]
+    monkeypatch.setattr(FUSED_MIDPOINT, "kernel", FUSED_MIDPOINT.kernel)
+    monkeypatch.setattr(FUSED_MIDPOINT, "failed", False)
+    return FUSED_MIDPOINT.kernel
 
 
 @pytest.mark.parametrize("where", ["new", "into a", "into b"])
@@ -59,12 +63,9 @@ def test_fused_uint8_midpoint_is_exact_for_every_byte_pair(fused_kernel, where):
         calls.append(len(words))
         fused_kernel(*words)
 
-    F._compiled["midpoint"] = counting_kernel
-    try:
-        out = {"new": None, "into a": a, "into b": b}[where]
-        mixed = F.blend(a, b, torch.full((16,), 0.5), out=out)
-    finally:
-        F._compiled["midpoint"] = fused_kernel
+    FUSED_MIDPOINT.kernel = counting_kernel
+    out = {"new": None, "into a": a, "into b": b}[where]
+    mixed = F.blend(a, b, torch.full((16,), 0.5), out=out)
     assert calls == [3]
     assert torch.equal(mixed, expected)
     if out is not None:
@@ -81,20 +82,24 @@ def test_mixgen_inplace_uint8_batch_goes_through_the_fused_kernel(fused_kernel):
     assert texts[0] == "caption 0 caption 16"
 
 
-def test_a_failing_compiler_falls_back_to_the_same_bytes(monkeypatch):
+def test_a_failing_compiler_falls_back_to_the_same_bytes(fused_kernel):
+    calls = []
+
     def broken_kernel(*words):
+        calls.append(len(words))
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setitem(F._compiled, "midpoint", broken_kernel)
+    FUSED_MIDPOINT.kernel = broken_kernel
     a, b = every_byte_pair(16)
     assert torch.equal(F.blend(a, b, 0.5), round_half_up_mean(a, b))
-    assert F._compiled["midpoint"] is None  # never tried again in this process
+    assert FUSED_MIDPOINT.failed and FUSED_MIDPOINT.kernel is None
     assert torch.equal(F.blend(a, b, 0.5), round_half_up_mean(a, b))
+    assert calls == [3]  # never tried again in this process
 
 
-def test_the_word_formula_run_eagerly_is_exact_in_place(monkeypatch):
+def test_the_word_formula_run_eagerly_is_exact_in_place(fused_kernel):
     # what runs when dynamo is disabled (TORCH_COMPILE_DISABLE=1)
-    monkeypatch.setitem(F._compiled, "midpoint", F._word_midpoint)
+    FUSED_MIDPOINT.kernel = word_midpoint
     a, b = every_byte_pair(16)
     expected = round_half_up_mean(a, b)
     assert torch.equal(F.blend(a, b, 0.5, out=a), expected)
@@ -105,25 +110,10 @@ def test_layouts_the_kernel_cannot_view_as_words_stay_exact():
     a, b = every_byte_pair(16)
     a_cl = a.expand(16, 3, 256, 256)[:, :, :128].contiguous(memory_format=torch.channels_last)
     b_cl = b.expand(16, 3, 256, 256)[:, :, :128].contiguous(memory_format=torch.channels_last)
-    assert F._word_views(F.new_batch_like(a_cl, 16), a_cl, b_cl) is None
+    assert word_views(F.new_batch_like(a_cl, 16), a_cl, b_cl) is None
     assert torch.equal(F.blend(a_cl, b_cl, 0.5), round_half_up_mean(a_cl, b_cl))
     flat = a.view(-1)
-    assert F._word_views(flat[8:1032], flat[:1024], flat[2048:3072]) is None  # overlap
-
-
-def reference_mix(images, info):
-    """Pair by pair from the original batch: lerp for floats, round half up for uint8."""
-    out = images.clone()
-    if info.mode == "append":
-        out = torch.cat([out, images[:info.num_pairs]])
-    for target, source, partner, lam in zip(info.target.tolist(), info.source.tolist(),
-                                            info.partner.tolist(), info.lam.tolist(),
-                                            strict=True):
-        a, b = images[source].double(), images[partner].double()
-        mixed = lam * a + (1 - lam) * b
-        out[target] = (torch.floor(mixed + 0.5) if images.dtype == torch.uint8
-                       else mixed).to(images.dtype)
-    return out
+    assert word_views(flat[8:1032], flat[:1024], flat[2048:3072]) is None  # overlap
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
@@ -136,7 +126,7 @@ def test_mixup_by_row_reads_only_the_original_batch(dtype, pairing, mode, inplac
     gen = torch.Generator().manual_seed(3)
     info = sample_params(12, (4, 5), ratio=ratio, pairing=pairing, mode=mode, alpha=0.7,
                          generator=gen)
-    expected = reference_mix(images, info)
+    expected, _ = reference_mix(images, None, info)
     given = images.clone()
     mixed = F.mix_images(given, info, inplace=inplace)
     assert (mixed is given) == inplace
