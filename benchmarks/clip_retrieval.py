@@ -41,15 +41,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
-from mixgen import MixGenCollate
+from mixgen import MixGenCollate, MixGenConfig
+from mixgen.config import LOSS_TARGETS
 from mixgen.data import ImagePairs, csv_pairs, karpathy_pairs, shapes, wds_pairs
 from mixgen.metrics import mean_confidence_interval, paired_difference, retrieval_metrics
 
 MODEL_CONFIGS = sorted(Path(__file__).resolve().parent.glob("mixgen-*.json"))
 METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "i2t_mean_rank", "i2t_median_rank",
            "t2i_R@1", "t2i_R@5", "t2i_R@10", "t2i_mean_rank", "t2i_median_rank")
-MIXGEN_OPTIONS = ("lam", "alpha", "ratio", "num_pairs", "pairing", "mode", "p", "image_op",
-                  "text_op", "sep", "multi_caption")
 
 
 # ----------------------------------------------------------------------------- arms
@@ -75,7 +74,7 @@ class Arm:
 
 def command_line_arms(options: argparse.Namespace) -> dict[str, Arm]:
     """``baseline`` and ``mixgen`` (MixGen with the command line's options)."""
-    mixgen = {key: getattr(options, key) for key in MIXGEN_OPTIONS}
+    mixgen = MixGenConfig.namespace_options(options)
     return {"baseline": Arm("baseline"),
             "mixgen": Arm("mixgen", mixgen, options.mixgen_off_epoch, options.loss_targets)}
 
@@ -138,19 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--keep-checkpoints", action="store_true",
                        help="keep each run's final checkpoint (loadable with --pretrained)")
     mix = parser.add_argument_group("MixGen options of the 'mixgen' arm (see mixgen.MixGen)")
-    mix.add_argument("--lam", type=float, default=0.5)
-    mix.add_argument("--alpha", type=float)
-    mix.add_argument("--ratio", type=float)
-    mix.add_argument("--num-pairs", type=int)
-    mix.add_argument("--pairing", default="first")
-    mix.add_argument("--mode", default="replace")
-    mix.add_argument("--p", type=float, default=1.0)
-    mix.add_argument("--image-op", default="mixup")
-    mix.add_argument("--text-op", default="concat")
-    mix.add_argument("--sep", default=" ")
-    mix.add_argument("--multi-caption", default="by_position")
+    MixGenConfig.add_arguments(mix)  # --lam, --ratio, ..., generated from the config
     mix.add_argument("--mixgen-off-epoch", type=int, help="stop mixing from this epoch on")
-    mix.add_argument("--loss-targets", choices=("onehot", "soft", "mask"),
+    mix.add_argument("--loss-targets", choices=LOSS_TARGETS,
                      help="train the arm with mixgen.losses.MixGenClipLoss")
     return parser
 
@@ -186,7 +175,7 @@ def resolve_arms(options: argparse.Namespace) -> list[Arm]:
         names.insert(0, options.reference)
     for name in names:  # bad MixGen options fail now, not after hours of training
         if arms[name].mixgen is not None:
-            MixGenCollate(**arms[name].mixgen)
+            MixGenConfig.resolve(options=arms[name].mixgen)
     return [arms[name] for name in names]
 
 

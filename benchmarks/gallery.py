@@ -15,10 +15,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from mixgen import MixGen
+from mixgen.config import IMAGE_OPS
 from mixgen.data import shapes
 from mixgen.viz import gallery
 
-IMAGE_OPS = ("mixup", "cutmix", "concat")
 TITLE_HEIGHT = 24
 
 
