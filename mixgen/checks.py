@@ -160,8 +160,9 @@ def _check_field(info: Any, name: str, shape: tuple[int, ...], kind: str, *,
                 "floating": Tensor.is_floating_point,
                 "bool": lambda t: t.dtype == torch.bool}[kind]
     if not isinstance(value, Tensor) or tuple(value.shape) != shape or not dtype_ok(value):
-        raise ValueError(f"info.{name} must be a {kind} tensor of shape {list(shape)} (one "
-                         f"entry per pair), got {_describe(value)}")
+        article = {"integer": "an integer", "floating": "a floating point", "bool": "a bool"}
+        raise ValueError(f"info.{name} must be {article[kind]} tensor of shape {list(shape)} "
+                         f"(one entry per pair), got {_describe(value)}")
 
 
 def _describe(value: object) -> str:

@@ -142,7 +142,7 @@ def test_a_cpu_generator_draws_for_images_on_any_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_generator_on_the_device_is_refused():
-    with pytest.raises(ValueError, match="generator is on cuda.*, but MixGen draws"):
+    with pytest.raises(ValueError, match=r"generator is on cuda.*, but MixGen draws"):
         MixGen(generator=torch.Generator("cuda"))
 
 
