@@ -37,6 +37,7 @@ def metrics_of(results: dict, arm: str, seed: int = 0) -> dict:
     return next(r["metrics"] for r in results["runs"] if r["arm"] == arm and r["seed"] == seed)
 
 
+@pytest.mark.slow
 def test_benchmark_outputs_and_paired_arms(tmp_path, capsys):
     config = tmp_path / "arms.json"
     arms = {"no-pairs": {"mixgen": {"ratio": 0.0}}, "off-at-0": {"mixgen": {}, "off_epoch": 0},
@@ -79,6 +80,7 @@ def test_benchmark_outputs_and_paired_arms(tmp_path, capsys):
     assert metrics_of(again, "baseline") == metrics_of(results, "baseline")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     args = [*TINY, "--epochs", "8", "--seeds", "0", "--arms", "mixgen", "--reference", "mixgen",
             "--checkpoint-every", "2"]
@@ -100,6 +102,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert metrics_of(resumed, "mixgen") == metrics_of(whole, "mixgen")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
     args = ["--arms", "baseline", "--seeds", "0", "--gather-with-grad"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
