@@ -57,6 +57,12 @@ class MixGen(nn.Module):
             return getattr(self.__dict__["mixer"].config, name)
         return super().__getattr__(name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OPTIONS:
+            raise AttributeError(f"MixGen's options are its frozen config: make a new one, "
+                                 f"MixGen(mix.config, {name}=...)")
+        super().__setattr__(name, value)
+
     @property
     def config(self) -> MixGenConfig:
         return self.mixer.config

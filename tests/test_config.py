@@ -99,3 +99,5 @@ def test_every_adapter_mixes_the_same_with_a_config_or_keywords():
                              generator=seeded())({"image": images, "text": texts})
     assert columns["text"] == by_config[1]
     assert MixGen(config).config is config and MixGen(config, ratio=0.25).ratio == 0.25
+    with pytest.raises(AttributeError, match="MixGen's options are its frozen config"):
+        MixGen(config).ratio = 0.25
