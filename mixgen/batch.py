@@ -48,9 +48,10 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     samples = allocate is not None
     if samples:
         check_samples(images)
-    else:
+        size, image_size = len(images), tuple(images[0].shape[-2:])
+    else:  # shapes only: even a view of a row is an op, costly with cold caches
         check_images(images)
-    size, image_size = len(images), tuple(images[0].shape[-2:])
+        size, image_size = images.shape[0], tuple(images.shape[-2:])
     check_texts(texts, size)
     if info is None:
         info = draw(config, size, image_size, generator)

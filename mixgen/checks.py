@@ -107,8 +107,9 @@ def check_writable(name: str, tensor: Tensor) -> None:
     if tensor.is_inference() and not torch.is_inference_mode_enabled():
         raise ValueError(f"{name} is an inference tensor (made under torch.inference_mode), "
                          f"read-only outside it: use inplace=False")
-    if any(stride == 0 and size > 1 for stride, size in zip(tensor.stride(), tensor.shape,
-                                                            strict=True)):
+    strides = tensor.stride()
+    if 0 in strides and any(stride == 0 and size > 1
+                            for stride, size in zip(strides, tensor.shape, strict=True)):
         raise ValueError(f"{name} has overlapping memory (an expanded view, stride 0 in shape "
                          f"{tuple(tensor.shape)}): its rows cannot be written one by one; "
                          f"use inplace=False or pass a copy")

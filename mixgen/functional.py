@@ -124,7 +124,8 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str | None = None,
     host, m = info.host, info.num_pairs
     if info.image_op == "mixup" and host is not None and host.halves:
         rows = slice(info.batch_size, None) if info.mode == "append" else slice(0, m)
-        blend(images[:m], images[m:2 * m], info.lam, out=out[rows])
+        lam = info.lam if host.common_lam is None else host.common_lam
+        blend(images[:m], images[m:2 * m], lam, out=out[rows])
         return out
     if info.image_op == "mixup" and host is not None and images.device.type == "cpu":
         return _blend_by_row(images, out, host)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from array import array
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -72,6 +72,14 @@ class MixGenInfo:
         if self.host is not None:
             check_info_values(self, self.host)
 
+    @classmethod
+    def drawn(cls, **fields: Any) -> MixGenInfo:
+        """An info made by :func:`draw`, consistent by construction: every field given,
+        none checked again (the checks cost more than small batches take to mix)."""
+        info = object.__new__(cls)
+        info.__dict__.update(fields)  # frozen: fields are set once, here
+        return info
+
     @property
     def num_pairs(self) -> int:
         return int(self.source.numel())
@@ -91,16 +99,16 @@ class MixGenInfo:
     def output_size(self) -> int:
         return self.batch_size + (self.num_pairs if self.mode == "append" else 0)
 
-    @cached_property
+    @property
     def host(self) -> HostRows | None:
-        """The pairs as Python values, when the info is on the CPU (else None: reading a
-        device tensor would wait for the device)."""
-        if self.source.device != _CPU:
-            return None
-        source, partner, lam = self.source.tolist(), self.partner.tolist(), self.lam.tolist()
-        target = source if self.mode == "replace" else list(
-            range(self.batch_size, self.batch_size + len(source)))
-        return HostRows(target, source, partner, lam)
+        """The pairs as Python values, read once, when the info is on the CPU (else None:
+        reading a device tensor would wait for the device)."""
+        try:
+            return self.__dict__["_host"]
+        except KeyError:
+            rows = HostRows.read(self) if self.source.device == _CPU else None
+            self.__dict__["_host"] = rows  # a cache, not a field
+            return rows
 
     def to(self, device: torch.device | str) -> MixGenInfo:
         """The same info with every tensor on ``device`` (copied without waiting)."""
@@ -111,20 +119,40 @@ class MixGenInfo:
             for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), Tensor)})
 
 
-@dataclass(frozen=True)
-class HostRows:
+class HostRows(NamedTuple):
     """A host info's pairs as lists, read once: the CPU kernels loop over them."""
 
     target: list[int]
     source: list[int]
     partner: list[int]
     lam: list[float]
+    halves: bool
+    """Pairs ``i`` with ``i + M`` for ``i < M`` (the paper's): two contiguous halves."""
+    common_lam: float | None
+    """The one lambda of every pair (fixed lambdas: the paper's), else None."""
 
-    @cached_property
-    def halves(self) -> bool:
-        """Pairs ``i`` with ``i + M`` for ``i < M`` (the paper's): two contiguous halves."""
-        m = len(self.source)
-        return self.source == list(range(m)) and self.partner == list(range(m, 2 * m))
+    @classmethod
+    def read(cls, info: MixGenInfo) -> HostRows:
+        source, partner, lam = info.source.tolist(), info.partner.tolist(), info.lam.tolist()
+        m = len(source)
+        halves = source == list(range(m)) and partner == list(range(m, 2 * m))
+        common = lam[0] if lam and lam.count(lam[0]) == m else None
+        return cls(_targets(info, source), source, partner, lam, halves, common)
+
+    @classmethod
+    def of_halves(cls, info: MixGenInfo, lam: float) -> HostRows:
+        """The rows of pairs ``i`` with ``i + M`` at one lambda, known without reading the
+        tensors back (the paper's default, drawn on every batch)."""
+        m = info.num_pairs
+        source = list(range(m))
+        return cls(_targets(info, source), source, list(range(m, 2 * m)), [lam] * m, True,
+                   lam if m else None)
+
+
+def _targets(info: MixGenInfo, source: list[int]) -> list[int]:
+    if info.mode == "replace":
+        return source
+    return list(range(info.batch_size, info.batch_size + len(source)))
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -265,10 +293,14 @@ def draw(config: MixGenConfig, batch_size: int, image_size: tuple[int, int],
         keep_source_text = (lams > 0.5) | ((lams == 0.5) & coin)
     caption_choice = (torch.rand((count, 2), generator=generator)
                       if config.multi_caption == "pick_one" else None)
-    return MixGenInfo(batch_size=batch_size, mode=config.mode, pairing=config.pairing,
-                      source=source, partner=partner, lam=lams, boxes=boxes,
-                      keep_source_text=keep_source_text, caption_choice=caption_choice,
-                      image_op=config.image_op, text_op=config.text_op)
+    info = MixGenInfo.drawn(batch_size=batch_size, mode=config.mode, pairing=config.pairing,
+                            source=source, partner=partner, lam=lams, boxes=boxes,
+                            keep_source_text=keep_source_text, caption_choice=caption_choice,
+                            image_op=config.image_op, text_op=config.text_op)
+    if config.pairing == "first" and config.alpha is None and boxes is None:
+        # the lambda as the float32 tensor holds it
+        info.__dict__["_host"] = HostRows.of_halves(info, array("f", [config.lam])[0])
+    return info
 
 
 def sample_params(batch_size: int, image_size: tuple[int, int],

@@ -1,6 +1,8 @@
 """A MixGenInfo says everything a replay needs: ops, pairs, lambdas (and boxes, caption
 choices); a replay reads only the info, and an inconsistent info is refused."""
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import captions, image_batch, reference_mix
@@ -29,6 +31,20 @@ def test_a_replay_uses_the_ops_the_info_records(options):
     assert torch.equal(F.mix_images(images, info), mixed)
     with pytest.raises(ValueError, match=r"op='mixup' but info.image_op='cutmix'"):
         F.mix_images(images, drawn(image_op="cutmix")[-1], op="mixup")
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"image_op": "cutmix", "text_op": "select", "mode": "append", "alpha": 0.5},
+    {"pairing": "flip", "ratio": 1.0, "multi_caption": "pick_one", "image_op": "concat"},
+    {"p": 0.0}, {"lam": 0.3}, {"lam": 0.7, "mode": "append", "num_pairs": 3}])
+def test_drawn_infos_pass_the_checks_they_skip(options):
+    """``draw`` makes infos without checking them again; each passes the checks."""
+    info = drawn(**options)[-1]
+    fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
+    checked = MixGenInfo(**fields)
+    assert (checked.image_op, checked.text_op, checked.num_pairs) == (
+        info.image_op, info.text_op, info.num_pairs)
+    assert info.host == checked.host  # rows known when drawn equal rows read back
 
 
 def test_indices_are_trusted_not_the_pairing_label():
