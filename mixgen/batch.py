@@ -138,6 +138,6 @@ class BatchMixer:
         return mix_batch(self.config, images, texts, self.generator(), info=info,
                          layout=self.layout(texts), allocate=allocate)
 
-    def __call__(self, batch: Any) -> Any:
+    def __call__(self, batch: Any, info: MixGenInfo | None = None) -> Any:
         images, texts = find(batch, self.config)
-        return rebuild(batch, *self.mix(images, texts), self.config)
+        return rebuild(batch, *self.mix(images, texts, info), self.config)

@@ -24,7 +24,8 @@ class MixGen(nn.Module):
     by mixes of sample ``i`` with sample ``i + B/4``, on every batch.
 
     Call it as ``mix(images, texts)``, ``mix((images, texts))`` or ``mix(batch_dict)``;
-    it returns the same structure. ``images`` is a float or uint8 tensor ``[B, C, H, W]``
+    it returns the same structure. ``mix(..., info=saved)`` replays a saved
+    :class:`~mixgen.MixGenInfo` instead of drawing: its pairs, lambdas and ops. ``images`` is a float or uint8 tensor ``[B, C, H, W]``
     or ``[B, T, C, H, W]`` on any device; ``texts`` a list of str, a list of lists of str,
     ``[B, L]`` token ids or a dict of ``input_ids`` and ``attention_mask`` tensors. Extra
     elements of a tuple and extra keys of a dict pass through (grown by the sources'
@@ -94,8 +95,8 @@ class MixGen(nn.Module):
         mixed_images, mixed_texts, _ = self.mixer.mix(images, texts, info)
         return mixed_images, mixed_texts
 
-    def forward(self, *inputs: Any) -> Any:
+    def forward(self, *inputs: Any, info: MixGenInfo | None = None) -> Any:
         if len(inputs) not in (1, 2):
             raise TypeError(f"MixGen takes (images, texts), a (images, texts, ...) sequence "
                             f"or a dict batch; got {len(inputs)} positional arguments")
-        return self.mixer(inputs[0] if len(inputs) == 1 else tuple(inputs))
+        return self.mixer(inputs[0] if len(inputs) == 1 else tuple(inputs), info)

@@ -28,6 +28,9 @@ def test_a_replay_uses_the_ops_the_info_records(options):
     replayed, replayed_texts = MixGen(image_op="mixup", text_op="concat").mix(
         images, texts, info)
     assert torch.equal(replayed, mixed) and replayed_texts == mixed_texts
+    called = MixGen(return_info=True)({"image": images, "text": texts}, info=info)
+    assert torch.equal(called["image"], mixed) and called["text"] == mixed_texts
+    assert called["mixgen"] is info
     assert torch.equal(F.mix_images(images, info), mixed)
     with pytest.raises(ValueError, match=r"op='mixup' but info.image_op='cutmix'"):
         F.mix_images(images, drawn(image_op="cutmix")[-1], op="mixup")
