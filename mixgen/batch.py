@@ -9,11 +9,13 @@ layout) runs before the images are written, and the captions are written last.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 from mixgen.captions import caption_rows, place_captions
 from mixgen.checks import (
@@ -25,7 +27,7 @@ from mixgen.checks import (
 )
 from mixgen.config import MixGenConfig
 from mixgen.functional import append_rows, mix_images, stack_mixed
-from mixgen.params import HostGenerator, MixGenInfo, draw
+from mixgen.params import MixGenInfo, check_generator, draw
 from mixgen.tokens import TokenLayout, layout_from_tokenizer
 
 INFO_KEY = "mixgen"
@@ -103,6 +105,32 @@ def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo,
     rest = [append_rows(v, info) for v in batch[2:]]
     out = [images, texts, *rest, *([info] if config.return_info else [])]
     return tuple(out) if isinstance(batch, tuple) else out
+
+
+class HostGenerator:
+    """The generator of an adapter, reseeded once per DataLoader worker from that
+    worker's seed.
+
+    A generator pickled into worker processes would otherwise hand every worker the
+    same stream. The worker's seed derives from the loader's base seed, so two runs
+    under the same ``torch.manual_seed`` still draw identical parameters.
+    """
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        check_generator(generator)
+        self.generator = generator
+        self._seeded_worker: tuple[int, int] | None = None
+
+    def __call__(self) -> torch.Generator | None:
+        worker = get_worker_info()
+        if self.generator is None or worker is None:
+            return self.generator
+        key = (os.getpid(), worker.seed)
+        if self._seeded_worker != key:
+            base = self.generator.initial_seed()
+            self.generator.manual_seed((base * 0x9E3779B1 + worker.seed) % 2**63)
+            self._seeded_worker = key
+        return self.generator
 
 
 class BatchMixer:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from array import array
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import get_worker_info
 
 from mixgen.checks import check_info_fields, check_info_values
 from mixgen.config import DEFAULT_RATIO, PAIRINGS, MixGenConfig, check_choice
@@ -165,32 +163,6 @@ def check_generator(generator: object) -> None:
         raise ValueError(f"generator is on {generator.device}, but MixGen draws its "
                          f"parameters on the host and moves them to the images' device "
                          f"without waiting for it: pass a CPU torch.Generator")
-
-
-class HostGenerator:
-    """The generator of an adapter, reseeded once per DataLoader worker from that
-    worker's seed.
-
-    A generator pickled into worker processes would otherwise hand every worker the
-    same stream. The worker's seed derives from the loader's base seed, so two runs
-    under the same ``torch.manual_seed`` still draw identical parameters.
-    """
-
-    def __init__(self, generator: torch.Generator | None) -> None:
-        check_generator(generator)
-        self.generator = generator
-        self._seeded_worker: tuple[int, int] | None = None
-
-    def __call__(self) -> torch.Generator | None:
-        worker = get_worker_info()
-        if self.generator is None or worker is None:
-            return self.generator
-        key = (os.getpid(), worker.seed)
-        if self._seeded_worker != key:
-            base = self.generator.initial_seed()
-            self.generator.manual_seed((base * 0x9E3779B1 + worker.seed) % 2**63)
-            self._seeded_worker = key
-        return self.generator
 
 
 def count_pairs(batch_size: int, *, ratio: float | None, num_pairs: int | None,

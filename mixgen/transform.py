@@ -25,11 +25,11 @@ class MixGen(nn.Module):
 
     Call it as ``mix(images, texts)``, ``mix((images, texts))`` or ``mix(batch_dict)``;
     it returns the same structure. ``mix(..., info=saved)`` replays a saved
-    :class:`~mixgen.MixGenInfo` instead of drawing: its pairs, lambdas and ops. ``images`` is a float or uint8 tensor ``[B, C, H, W]``
-    or ``[B, T, C, H, W]`` on any device; ``texts`` a list of str, a list of lists of str,
-    ``[B, L]`` token ids or a dict of ``input_ids`` and ``attention_mask`` tensors. Extra
-    elements of a tuple and extra keys of a dict pass through (grown by the sources'
-    entries in ``append`` mode).
+    :class:`~mixgen.MixGenInfo` instead of drawing: its pairs, lambdas and ops.
+    ``images`` is a float or uint8 tensor ``[B, C, H, W]`` or ``[B, T, C, H, W]`` on any
+    device; ``texts`` a list of str, a list of lists of str, ``[B, L]`` token ids or a
+    dict of ``input_ids`` and ``attention_mask`` tensors. Extra elements of a tuple and
+    extra keys of a dict pass through (grown by the sources' entries in ``append`` mode).
 
     Args:
         config: a :class:`~mixgen.MixGenConfig`; keyword options (``lam``, ``alpha``,
