@@ -17,7 +17,7 @@ from torch import Tensor
 
 from mixgen import tokens
 from mixgen.config import MULTI_CAPTIONS, check_choice
-from mixgen.params import MixGenInfo
+from mixgen.params import MixGenInfo, to_device
 
 Captions = Sequence | Tensor | Mapping
 
@@ -106,11 +106,11 @@ def token_rows(texts: Tensor | Mapping, info: MixGenInfo,
     fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
     ids, mask = fields["input_ids"], fields.get("attention_mask")
     lengths = tokens.caption_lengths(ids, layout, mask)
-    source, partner = (t.to(ids.device, non_blocking=True) for t in (info.source, info.partner))
+    source, partner = to_device(info.source, ids.device), to_device(info.partner, ids.device)
     if info.text_op == "concat":
         new_ids, new_lengths = tokens.concat_ids(ids, lengths, source, partner, layout)
     else:
-        keep = info.keep_source_text.to(ids.device, non_blocking=True)
+        keep = to_device(info.keep_source_text, ids.device)
         chosen = torch.where(keep, source, partner)
         new_ids, new_lengths = ids.index_select(0, chosen), lengths[chosen]
     rows = {"input_ids": new_ids}
@@ -146,4 +146,4 @@ def _place_rows(batch: Tensor, rows: Tensor, info: MixGenInfo, inplace: bool) ->
     if info.mode == "append":
         return torch.cat([batch, rows])
     out = batch if inplace else batch.clone()
-    return out.index_copy_(0, info.source.to(batch.device, non_blocking=True), rows)
+    return out.index_copy_(0, to_device(info.source, batch.device), rows)

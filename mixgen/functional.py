@@ -46,7 +46,7 @@ from torch import Tensor
 from mixgen import uint8
 from mixgen.captions import check_op, mix_texts, mix_token_texts
 from mixgen.checks import check_images, check_texts, check_token_texts
-from mixgen.params import HostRows, MixGenInfo, sample_pairs
+from mixgen.params import HostRows, MixGenInfo, sample_pairs, to_device
 
 __all__ = ["append_rows", "blend", "check_images", "check_texts", "check_token_texts",
            "concat_rows", "cutmix_rows", "mix_images", "mix_texts", "mix_token_texts",
@@ -73,7 +73,7 @@ def blend(a: Tensor, b: Tensor, lam: Tensor | float, out: Tensor | None = None) 
         if lam == 0.5:
             return uint8.midpoint(a, b, out)
         lam = torch.tensor(lam, dtype=torch.float32)
-    weight = lam.to(a.device, non_blocking=True).reshape(lam.shape + (1,) * (a.ndim - lam.ndim))
+    weight = to_device(lam, a.device).reshape(lam.shape + (1,) * (a.ndim - lam.ndim))
     if a.is_floating_point():
         return torch.lerp(a, b, (1 - weight).to(a.dtype), out=out)
     return uint8.weighted(a, b, weight, out)
@@ -83,7 +83,7 @@ def cutmix_rows(a: Tensor, b: Tensor, boxes: Tensor) -> Tensor:
     """Rows of ``a`` with the box ``(top, left, height, width)`` of each taken from ``b``
     (a mask built on the device from the boxes: no box is read back)."""
     height, width = a.shape[-2:]
-    top, left, box_h, box_w = boxes.to(a.device, non_blocking=True).unsqueeze(-1).unbind(1)
+    top, left, box_h, box_w = to_device(boxes, a.device).unsqueeze(-1).unbind(1)
     rows = torch.arange(height, device=a.device)
     cols = torch.arange(width, device=a.device)
     inside = (((rows >= top) & (rows < top + box_h)).unsqueeze(-1)
@@ -135,7 +135,7 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str | None = None,
 def _place_gathered(images: Tensor, info: MixGenInfo, out: Tensor) -> Tensor:
     """Gather the pairs, mix them, write the rows at their targets in ``out`` (which may
     be ``images``: every partner is read before any row is written)."""
-    source, partner, target = (t.to(images.device, non_blocking=True)
+    source, partner, target = (to_device(t, images.device)
                                for t in (info.source, info.partner, info.target))
     a, b = images.index_select(0, source), images.index_select(0, partner)
     if info.image_op == "mixup":
@@ -247,7 +247,7 @@ def append_rows(value: object, info: MixGenInfo) -> object:
     if info.mode != "append":
         return value
     if isinstance(value, Tensor) and value.ndim and value.shape[0] == info.batch_size:
-        source = info.source.to(value.device, non_blocking=True)
+        source = to_device(info.source, value.device)
         return torch.cat([value, value.index_select(0, source)])
     if isinstance(value, (list, tuple)) and len(value) == info.batch_size:
         return type(value)([*value, *(value[i] for i in info.source.tolist())])

@@ -153,6 +153,12 @@ def _targets(info: MixGenInfo, source: list[int]) -> list[int]:
     return list(range(info.batch_size, info.batch_size + len(source)))
 
 
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``: itself when it is there (no call into torch, which costs
+    with cold caches), else a copy made without waiting for the device."""
+    return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
+
+
 # ----------------------------------------------------------------------------- drawing
 def check_generator(generator: object) -> None:
     """Parameters are drawn on the host: ``generator`` is None or a CPU generator."""

@@ -119,7 +119,7 @@ def infer_layout(ids: Tensor, sep: str = " ") -> TokenLayout:
         raise ValueError(f"sep={sep!r} cannot be turned into token ids without a tokenizer: "
                          f"pass tokenizer= to MixGen")
     if ids.ndim == 2 and ids.shape[1] >= 2 and (
-            ids.device.type != "cpu" or bool((ids[:, 0] == OPEN_CLIP_START).all())):
+            not ids.is_cpu or bool((ids[:, 0] == OPEN_CLIP_START).all())):
         return OPEN_CLIP  # on a device, trusted: reading the ids would wait for it
     raise ValueError("texts are token ids that are not in open_clip's layout (not every row "
                      f"starts with {OPEN_CLIP_START}): pass the tokenizer that made them, "
@@ -144,7 +144,7 @@ def caption_lengths(ids: Tensor, layout: TokenLayout, mask: Tensor | None = None
         raise ValueError("texts needs an attention_mask: with left padding or no end token "
                          "the caption lengths cannot be read from the ids")
     specials, expected, slope, base = _special_positions(layout, width, ids.dtype, ids.device)
-    if ids.device.type != "cpu":
+    if not ids.is_cpu:
         return lengths.clamp_(specials, width)  # unchecked: a bad row still joins in bounds
     found = ids.gather(1, (lengths[:, None] * slope).add_(base).clamp_(0, width - 1))
     bad = (found != expected).any(1) | (lengths < specials)
