@@ -24,7 +24,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	touch $@
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check mixgen tests benchmarks
+	$(BIN)/ruff check mixgen mixgen_bench tests benchmarks
 
 $(WDS1)/.installed: $(VENV)/.installed-dev
 	rm -rf $(WDS1) && $(PYTHON) -m venv $(WDS1)
@@ -42,7 +42,7 @@ test-fast: lint
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 bench: $(VENV)/.installed-bench
-	$(BIN)/python benchmarks/clip_retrieval.py --jobs 2 --out bench_out
+	$(BIN)/mixgen-clip-retrieval --jobs 2 --out bench_out
 
 clean:
 	rm -rf $(VENV) $(WDS1)

@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mixgen import MixGen
 from mixgen.config import IMAGE_OPS
-from mixgen.data import shapes
 from mixgen.viz import gallery
+from mixgen_bench.data import shapes
 
 TITLE_HEIGHT = 24
 

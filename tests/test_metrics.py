@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mixgen.metrics import (
+from mixgen_bench.metrics import (
     mean_confidence_interval,
     paired_difference,
     rank_metrics,

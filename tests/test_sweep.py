@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from benchmarks import clip_retrieval as harness
-from benchmarks import sweep
+from mixgen_bench import sweep
+from mixgen_bench.options import Arm, resolve_arms
 
 PROTOCOL = {
     "reference": "baseline",
@@ -61,10 +61,10 @@ def test_harness_options_and_arms():
     assert (options.data, options.steps, options.batch_size, options.sizes, options.seeds,
             options.out, options.resume) == ("digits", 128, 64, "256", "0,1",
                                              sweep.Path("out/s2"), True)
-    arms = {arm.name: arm for arm in harness.resolve_arms(options)}
-    assert arms["b"] == harness.Arm("b", {}, off_epoch=24)
-    assert arms["c"] == harness.Arm("c", {}, loss_targets="soft")
-    assert arms["baseline"] == harness.Arm("baseline")
+    arms = {arm.name: arm for arm in resolve_arms(options)}
+    assert arms["b"] == Arm("b", {}, off_epoch=24)
+    assert arms["c"] == Arm("c", {}, loss_targets="soft")
+    assert arms["baseline"] == Arm("baseline")
 
 
 def test_paired_differences():

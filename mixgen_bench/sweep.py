@@ -7,8 +7,10 @@ stage two (``final``) trains at every size, next to the baseline and MixGen's de
 Every run is one call of the retrieval harness (``clip_retrieval.run_benchmark``), so a
 run of an arm, size and seed is the same run in both stages and is trained once.
 
-    python benchmarks/sweep.py run --out sweep_out      # train (resumable)
-    python benchmarks/sweep.py report --out sweep_out   # tables, plot, results JSON
+    python -m mixgen_bench.sweep run --out sweep_out      # train (resumable)
+    python -m mixgen_bench.sweep report --out sweep_out   # tables, plot, results JSON
+
+(from the repository root, where ``benchmarks/sweep/`` holds the protocol and results)
 """
 
 from __future__ import annotations
@@ -16,18 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mixgen_bench.clip_retrieval import run_benchmark
+from mixgen_bench.metrics import mean_confidence_interval, paired_difference
+from mixgen_bench.options import parse_options
 
-from benchmarks import clip_retrieval as harness
-from mixgen.metrics import mean_confidence_interval, paired_difference
-
-PROTOCOL = Path(__file__).resolve().parent / "sweep" / "protocol.json"
+PROTOCOL = Path("benchmarks") / "sweep" / "protocol.json"
+"""The registered protocol, relative to the repository root."""
 R_AT_1 = ("i2t_R@1", "t2i_R@1")
 
 
@@ -55,20 +55,26 @@ def harness_options(protocol: dict, setting: str, names: list[str], size: int,
                     seeds: list[int], out: Path) -> argparse.Namespace:
     """The harness options of one setting, arm list and size (resuming finished runs)."""
     values = {**protocol["common"], **protocol["settings"][setting]["options"]}
+    by_size = values.pop("steps_by_size", None)  # a budget that grows with the data
+    if by_size is not None:
+        values["steps"] = by_size[str(size)]
     argv = [f"--{key.replace('_', '-')}={value}" for key, value in values.items()]
     argv += ["--arms", ",".join(names), "--reference", protocol["reference"],
              "--sizes", str(size), "--seeds", ",".join(map(str, seeds)),
              "--out", str(out / setting), "--resume"]
-    options = harness.parse_options(argv)
+    options = parse_options(argv)
     options.arm_specs = harness_arms(protocol, names, size)
     return options
 
 
 def stage_arms(protocol: dict, setting: str, stage: str, out: Path) -> list[str]:
-    """Every arm in a screen; in a final stage, the fixed arms and the selected ones."""
+    """Every arm in a screen; the stage's own ``arms`` where it lists them; else the fixed
+    arms and the ones the screens selected."""
     if stage == "screen":
         return list(protocol["arms"])
     spec = protocol["settings"][setting]
+    if "arms" in spec[stage]:  # a stage of fixed arms
+        return spec[stage]["arms"]
     sources = spec.get("arms_from", [setting])
     count = spec.get("select", protocol["select"])
     screens = [screen_scores(protocol, source, load_runs(out / source)) for source in sources]
@@ -83,7 +89,7 @@ def run_stage(protocol: dict, setting: str, stage: str, out: Path, log=print) ->
     names = stage_arms(protocol, setting, stage, out)
     for size in plan["sizes"]:
         started = time.perf_counter()
-        harness.run_benchmark(harness_options(protocol, setting, names, size, plan["seeds"],
+        run_benchmark(harness_options(protocol, setting, names, size, plan["seeds"],
                                               out))
         log(f"{setting}:{stage} n={size} arms={','.join(names)} "
             f"{time.perf_counter() - started:.0f} s")
@@ -258,7 +264,8 @@ def target_markdown(check: dict[str, dict]) -> str:
 
 def report(protocol: dict, out: Path, results: Path) -> str:
     """Write ``results/<setting>.json`` (runs, paired differences, selection),
-    ``results/sweep.md`` and ``sweep.png``; return the Markdown."""
+    ``results/<study>.md`` and ``<study>.png``, ``<study>`` being the name of the folder
+    that holds ``results``; return the Markdown."""
     results.mkdir(parents=True, exist_ok=True)
     reference, sections, tables = protocol["reference"], [], {}
     for setting, spec in protocol["settings"].items():
@@ -284,8 +291,9 @@ def report(protocol: dict, out: Path, results: Path) -> str:
                  "target: lowest bound >= 0 and lowest mean at the smallest size >= +3)", "",
                  target_markdown(check)]
     text = "\n".join(sections)
-    (results / "sweep.md").write_text(text)
-    plot(tables, results.parent / "sweep.png")
+    study = results.resolve().parent
+    (results / f"{study.name}.md").write_text(text)
+    plot(tables, study / f"{study.name}.png")
     return text
 
 
@@ -295,8 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol", type=Path, default=PROTOCOL)
     parser.add_argument("--out", type=Path, default=Path("sweep_out"),
                         help="harness output folders, one per setting")
-    parser.add_argument("--results", type=Path, default=PROTOCOL.parent / "results",
-                        help="where the report's JSON and Markdown go")
+    parser.add_argument("--results", type=Path, help="where the report's JSON and Markdown "
+                        "go (default: the protocol's folder / results)")
     parser.add_argument("--only", help="comma-separated 'setting:stage' steps (default: "
                         "the protocol's order)")
     options = parser.parse_args(argv)
@@ -308,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
             run_stage(protocol, setting, stage, options.out,
                       log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
     else:
-        print(report(protocol, options.out, options.results))
+        results = options.results or options.protocol.parent / "results"
+        print(report(protocol, options.out, results))
 
 
 if __name__ == "__main__":

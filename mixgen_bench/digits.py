@@ -3,7 +3,7 @@
 scikit-learn bundles 1797 handwritten digits of 8 x 8 pixels (``load_digits``, no
 download). :func:`digit_scenes` places one or two of them, coloured, on a 3 x 3 grid and
 describes the scene: ``"a red 3 at the top left and a blue 7 at the bottom right"``.
-Unlike the flat colours of :func:`mixgen.data.shapes`, strokes stay visible when two
+Unlike the flat colours of :func:`mixgen_bench.data.shapes`, strokes stay visible when two
 such images are blended, so the two sets test MixGen's premise from two sides.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from mixgen.data import COLOURS, POSITIONS, SPLITS, ImagePairs, check_positive_int
+from mixgen_bench.data import COLOURS, POSITIONS, SPLITS, ImagePairs, check_positive_int
 
 HELD_OUT_EVERY = 5
 """Every 5th occurrence of each digit class in ``load_digits`` order is a ``test`` sample."""

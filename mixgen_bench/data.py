@@ -215,10 +215,9 @@ def wds_pairs(urls: str | list[str], image_size: int) -> ImagePairs:
     unpickled."""
     import webdataset as wds
 
-    pipeline = (wds.WebDataset(urls, shardshuffle=False, empty_check=False)
-                .rename(jpg="jpg;jpeg;png", txt="txt", keep=False)
-                .decode("pil")
-                .to_tuple("jpg", "txt"))
+    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(),
+                                wds.rename(jpg="jpg;jpeg;png", txt="txt", keep=False),
+                                wds.decode("pil"), wds.to_tuple("jpg", "txt"))
     images, captions = [], []
     for image, caption in pipeline:
         images.append(load_image(image, image_size))

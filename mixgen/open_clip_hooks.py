@@ -1,0 +1,230 @@
+"""The pieces :mod:`mixgen.open_clip_train` puts into open_clip_train while it runs.
+
+- :class:`MixGenTraining` wraps open_clip_train's ``get_data`` and ``create_loss``: the
+  training loader mixes in its workers (``MixGenCollate`` for CSV and synthetic data, a
+  stage after ``.batched()`` for webdataset) and returns ``(images, texts, info)``;
+  :class:`InfoLoader` hands ``(images, texts)`` to ``train_one_epoch`` and the info to
+  :class:`InfoFedClipLoss`, which scores exactly that batch.
+- :class:`CpuDistributedDataParallel` lets open_clip_train's ``DistributedDataParallel(model,
+  device_ids=[device])`` run on CPU (``--dist-backend gloo``), which torch refuses as is.
+
+They live apart from :mod:`mixgen.open_clip_train` so that DataLoader workers unpickle
+them from this module, also when that one runs as ``__main__``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from multiprocessing import Value
+from typing import Any
+
+import torch
+from open_clip.loss import ClipLoss
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from webdataset import DataPipeline
+
+from mixgen.collate import MixGenCollate
+from mixgen.losses import MixGenClipLoss
+from mixgen.params import MixGenInfo
+from mixgen.transform import MixGen
+
+
+class UnsupportedInternalsError(RuntimeError):
+    """open_clip_train's internals are not the ones this module was written against."""
+
+
+class CpuDistributedDataParallel(DistributedDataParallel):
+    """``DistributedDataParallel`` that drops ``device_ids`` naming only CPUs.
+
+    torch refuses ``device_ids`` for a CPU module; open_clip_train always passes them.
+    """
+
+    def __init__(self, module: torch.nn.Module, device_ids: Any = None, *args: Any,
+                 **kwargs: Any) -> None:
+        if device_ids and all(torch.device(d).type == "cpu" for d in device_ids):
+            device_ids = None
+        super().__init__(module, device_ids, *args, **kwargs)
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of MixGen's own generator for one rank and epoch (never torch's global
+    RNG, so data order and initial weights are those of the run without MixGen)."""
+    return hash((seed, rank, epoch)) % 2**63  # ints hash the same in every process
+
+
+class _BatchInfos:
+    """Hands each batch's info from the training loader to the loss that scores it."""
+
+    _EMPTY = object()
+
+    def __init__(self) -> None:
+        self._info: Any = self._EMPTY
+        self.scored = 0
+
+    def put(self, info: MixGenInfo | None) -> None:
+        if self._info is not self._EMPTY:
+            raise RuntimeError("the MixGen loss did not score the previous batch before the "
+                               "next one arrived")
+        self._info = info
+
+    def take(self) -> MixGenInfo | None:
+        if self._info is self._EMPTY:
+            raise RuntimeError("the MixGen loss was called without a batch from the MixGen "
+                               "training loader")
+        info, self._info = self._info, self._EMPTY
+        self.scored += info is not None
+        return info
+
+
+class InfoFedClipLoss(MixGenClipLoss):
+    """``MixGenClipLoss`` that takes the info of the batch it scores from the loader."""
+
+    def __init__(self, infos: _BatchInfos, targets: str, **clip_loss_options: Any) -> None:
+        super().__init__(targets, **clip_loss_options)
+        self.infos = infos
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
+                logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
+                output_dict: bool = False) -> Any:
+        return super().forward(image_features, text_features, logit_scale,
+                               logit_bias=logit_bias, output_dict=output_dict,
+                               mixgen_info=self.infos.take())
+
+
+class MixingCollate:
+    """``MixGenCollate`` while the shared switch is on, else the loader's own collate;
+    both return ``(images, texts, info)`` (info None when off)."""
+
+    def __init__(self, mix: MixGenCollate, plain: Callable, switch: Any) -> None:
+        self.mix, self.plain, self.switch = mix, plain, switch
+
+    def __call__(self, samples: list) -> tuple:
+        if self.switch.value:
+            return self.mix(samples)
+        return (*self.plain(samples), None)
+
+
+class MixingStage:
+    """A webdataset stage after ``.batched()``: ``MixGen`` while the switch is on; yields
+    ``(images, texts, info)`` (info None when off)."""
+
+    def __init__(self, mix: MixGen, switch: Any) -> None:
+        self.mix, self.switch = mix, switch
+
+    def __call__(self, batches: Iterator) -> Iterator[tuple]:
+        for batch in batches:
+            yield tuple(self.mix(batch)) if self.switch.value else (*batch, None)
+
+
+class InfoLoader:
+    """The training loader as ``train_one_epoch`` expects it, ``(images, texts)`` batches,
+    with every other attribute (``num_batches``, ``num_samples``...) the wrapped loader's.
+
+    Each ``iter()`` is one epoch: it sets the mixing switch and reseeds MixGen's generator
+    for that epoch before the loader starts its workers, and hands each batch's info to
+    the loss (``infos``; None when the loss is open_clip's own).
+    """
+
+    def __init__(self, loader: Any, *, switch: Any, generator: torch.Generator,
+                 infos: _BatchInfos | None, args: Any, start_epoch: int,
+                 off_epoch: int | None) -> None:
+        self.loader, self.switch, self.generator, self.infos = loader, switch, generator, infos
+        self.seed, self.rank = args.seed, args.rank
+        self.epoch, self.off_epoch = start_epoch, off_epoch
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        self.switch.value = self.off_epoch is None or epoch < self.off_epoch
+        self.generator.manual_seed(epoch_seed(self.seed, self.rank, epoch))
+        scored_before = self.infos.scored if self.infos is not None else 0
+        batches = pairs = 0
+        for images, texts, info in self.loader:
+            batches += 1
+            pairs += info.num_pairs if info is not None else 0
+            if self.infos is not None:
+                self.infos.put(info)
+            yield images, texts
+        scored = (f", {self.infos.scored - scored_before} scored with their info"
+                  if self.infos is not None else "")
+        logging.info(f"MixGen rank {self.rank} epoch {epoch}: {pairs} pairs mixed in "
+                     f"{batches} batches{scored}")
+
+
+class MixGenTraining:
+    """What ``--mixgen`` changes in open_clip_train: ``get_data`` and ``create_loss``.
+
+    Args:
+        options: keyword options of :class:`~mixgen.MixGen`.
+        targets: None for open_clip's own loss, or ``"soft"``/``"mask"``.
+        off_epoch: no mixing from this (0-based) epoch on; None: mix in every epoch.
+    """
+
+    def __init__(self, options: dict[str, Any], *, targets: str | None,
+                 off_epoch: int | None) -> None:
+        self.options, self.targets, self.off_epoch = options, targets, off_epoch
+        self.infos = _BatchInfos() if targets is not None else None
+
+    def get_data(self, original: Callable) -> Callable:
+        """``get_data`` whose training loader mixes its batches."""
+
+        def get_data(args: Any, preprocess_fns: Any, epoch: int = 0,
+                     tokenizer: Any = None) -> dict:
+            data = original(args, preprocess_fns, epoch=epoch, tokenizer=tokenizer)
+            if "train" in data:
+                train = data["train"]
+                train.dataloader = self.mixing_loader(train.dataloader, args, epoch, tokenizer)
+            return data
+
+        return get_data
+
+    def create_loss(self, original: Callable) -> Callable:
+        """``create_loss`` that returns ``MixGenClipLoss`` with this run's targets."""
+
+        def create_loss(args: Any) -> Any:
+            loss = original(args)
+            if type(loss) is not ClipLoss:
+                raise ValueError(f"--mixgen-loss {self.targets} replaces open_clip's ClipLoss, "
+                                 f"but this run uses {type(loss).__name__}: use --mixgen-loss "
+                                 f"clip with --siglip, CoCa models or distillation")
+            return InfoFedClipLoss(self.infos, self.targets, local_loss=loss.local_loss,
+                                   gather_with_grad=loss.gather_with_grad,
+                                   cache_labels=loss.cache_labels, rank=loss.rank,
+                                   world_size=loss.world_size, use_horovod=loss.use_horovod)
+
+        return create_loss
+
+    def mixing_loader(self, loader: Any, args: Any, start_epoch: int,
+                      tokenizer: Any) -> InfoLoader:
+        """``loader`` mixing in its workers, wrapped in an :class:`InfoLoader`."""
+        switch = Value("b", 1, lock=False)  # shared with the workers, set every epoch
+        generator = torch.Generator()
+        options = dict(self.options, generator=generator, tokenizer=tokenizer,
+                       return_info=True)
+        torch_loader = loader if isinstance(loader, DataLoader) else _first_stage(loader)
+        if isinstance(torch_loader, DataLoader) and isinstance(torch_loader.dataset,
+                                                               DataPipeline):
+            torch_loader.dataset.append(MixingStage(MixGen(**options), switch))
+        elif isinstance(torch_loader, DataLoader) and torch_loader.batch_size is not None:
+            torch_loader.collate_fn = MixingCollate(MixGenCollate(**options),
+                                                    torch_loader.collate_fn, switch)
+        else:
+            raise UnsupportedInternalsError(f"the training loader is a {type(loader).__name__} "
+                                       f"that MixGen cannot reach into")
+        return InfoLoader(loader, switch=switch, generator=generator, infos=self.infos,
+                          args=args, start_epoch=start_epoch, off_epoch=self.off_epoch)
+
+
+def _first_stage(loader: Any) -> Any:
+    """The torch ``DataLoader`` inside a webdataset ``WebLoader`` (its first stage)."""
+    stages = getattr(loader, "pipeline", None)
+    return stages[0] if isinstance(stages, list) and stages else None

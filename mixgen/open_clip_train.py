@@ -1,0 +1,201 @@
+"""open_clip_train with MixGen: ``python -m mixgen.open_clip_train [open_clip_train flags]
+[--mixgen ...]``.
+
+Every flag of open_clip_train is passed through unchanged. Without ``--mixgen`` this is
+open_clip_train itself, bit for bit. With it, the training batches are mixed in the
+DataLoader workers and, with ``--mixgen-loss soft`` or ``mask``, scored by
+:class:`~mixgen.losses.MixGenClipLoss` with the info of exactly that batch; checkpoints
+stay plain open_clip checkpoints.
+
+MixGen reaches into open_clip_train only through the attributes named in :data:`HOOKS`,
+checked against the installed version before training starts. Importing this module
+registers the model configs ``mixgen-tiny`` and ``mixgen-small`` with open_clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import inspect
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch.nn.parallel
+
+try:
+    import open_clip
+    import open_clip_train.main
+    import open_clip_train.params
+except ImportError as error:
+    raise ImportError("mixgen.open_clip_train needs open_clip_train: "
+                      "pip install 'mixgen[train]'") from error
+
+from mixgen.open_clip_hooks import (
+    CpuDistributedDataParallel,
+    MixGenTraining,
+    UnsupportedInternalsError,
+)
+from mixgen.params import IMAGE_OPS, MODES, PAIRINGS, TEXT_OPS, check_options
+from mixgen.transform import MixGen
+
+__all__ = ["HOOKS", "MODEL_CONFIGS", "main", "mixgen_parser"]
+
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIGS)
+
+TESTED_OPEN_CLIP = ("3.3.0",)
+LOSSES = ("clip", "soft", "mask")
+
+HOOKS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # (module, attribute, leading parameters it must have)
+    ("open_clip_train.params", "parse_args", ("args",)),
+    ("open_clip_train.main", "get_data", ("args", "preprocess_fns", "epoch", "tokenizer")),
+    ("open_clip_train.main", "create_loss", ("args",)),
+    ("open_clip_train.main", "train_one_epoch", ("model", "data", "loss", "epoch")),
+    ("open_clip_train.data", "DataInfo", ("dataloader",)),
+    ("torch.nn.parallel", "DistributedDataParallel", ("module", "device_ids")),
+)
+"""Every attribute of open_clip_train (and torch) that ``--mixgen`` replaces or relies on:
+``get_data`` and ``create_loss`` are wrapped, ``train_one_epoch`` must unpack ``images,
+texts = batch`` and call the loss once per batch, ``DataInfo.dataloader`` is replaced by
+the mixing loader, ``DistributedDataParallel`` by one that also runs on CPU."""
+
+
+def mixgen_parser() -> argparse.ArgumentParser:
+    """The MixGen flags, all in this one table; every other flag goes to open_clip_train.
+
+    Defaults are :class:`~mixgen.MixGen`'s own.
+    """
+    default = {name: p.default for name, p in inspect.signature(MixGen).parameters.items()}
+    parser = argparse.ArgumentParser(prog="python -m mixgen.open_clip_train", add_help=False,
+                                     allow_abbrev=False,
+                                     description="open_clip_train with MixGen; every "
+                                     "open_clip_train flag is accepted as well.")
+    flags = parser.add_argument_group("MixGen")
+    add = flags.add_argument
+    add("--mixgen", action="store_true",
+        help="mix pairs inside each training batch (off: plain open_clip_train)")
+    add("--mixgen-lam", metavar="L", type=float, default=default["lam"],
+        help="the source's weight in each mixed pair (default %(default)s)")
+    add("--mixgen-alpha", metavar="A", type=float, default=default["alpha"],
+        help="draw one weight per pair from Beta(alpha, alpha) instead of --mixgen-lam")
+    add("--mixgen-ratio", metavar="R", type=float, default=default["ratio"],
+        help="fraction of each batch that becomes mixed pairs (0.25 when neither this nor "
+             "--mixgen-num-pairs is given)")
+    add("--mixgen-num-pairs", metavar="M", type=int, default=default["num_pairs"],
+        help="a fixed number of mixed pairs per batch, instead of --mixgen-ratio")
+    add("--mixgen-pairing", choices=PAIRINGS, default=default["pairing"],
+        help="who mixes with whom: first (i with i + M, the paper), permute (random), "
+             "roll (i with i - 1), flip (i with B - 1 - i)")
+    add("--mixgen-mode", choices=MODES, default=default["mode"],
+        help="replace: the mixed pairs overwrite their sources (the paper); append: they "
+             "are added, the batch grows by M")
+    add("--mixgen-p", metavar="P", type=float, default=default["p"],
+        help="probability that a batch is mixed at all (default %(default)s)")
+    add("--mixgen-image-op", choices=IMAGE_OPS, default=default["image_op"],
+        help="mixup (interpolate), cutmix (paste a patch of the partner) or concat "
+             "(side by side)")
+    add("--mixgen-text-op", choices=TEXT_OPS, default=default["text_op"],
+        help="concat (join the two captions) or select (the caption of the larger weight)")
+    add("--mixgen-loss", choices=LOSSES, default="clip",
+        help="clip: open_clip's loss; soft / mask: MixGenClipLoss, which gives a mixed pair's "
+             "partner a share of the target (soft) or leaves it out of the softmax (mask)")
+    add("--mixgen-off-epoch", type=int, default=None, metavar="N",
+        help="no mixing from epoch N on (0-based, like open_clip's epochs)")
+    return parser
+
+
+def mixgen_options(options: argparse.Namespace) -> dict[str, Any]:
+    """``MixGen``'s keyword options from the parsed MixGen flags (all but ``--mixgen`` and
+    the training ones, ``--mixgen-loss`` and ``--mixgen-off-epoch``)."""
+    return {dest.removeprefix("mixgen_"): value for dest, value in vars(options).items()
+            if dest.startswith("mixgen_") and dest not in ("mixgen_loss", "mixgen_off_epoch")}
+
+
+def check_hooks() -> None:
+    """Stop (``SystemExit``) unless every attribute in :data:`HOOKS` is where, and what,
+    MixGen expects: never train without MixGen when it was asked for."""
+    for module_name, attribute, parameters in HOOKS:
+        target = getattr(importlib.import_module(module_name), attribute, None)
+        found = (tuple(inspect.signature(target).parameters)[:len(parameters)]
+                 if callable(target) else None)
+        if found != parameters:
+            _refuse(f"{module_name}.{attribute} is missing or its parameters moved "
+                    f"(expected {parameters}, found {found})")
+
+
+def _refuse(reason: str) -> None:
+    raise SystemExit(f"mixgen.open_clip_train: {reason}. --mixgen works with open_clip_torch "
+                     f"{', '.join(TESTED_OPEN_CLIP)}; this is open_clip_torch "
+                     f"{open_clip.__version__}. Install a supported version, or train "
+                     f"without --mixgen.")
+
+
+def _check(parser: argparse.ArgumentParser, options: argparse.Namespace,
+           train_args: argparse.Namespace) -> None:
+    """One-line errors for MixGen flags that cannot work together or with this run."""
+    given = [dest for dest, value in vars(options).items()
+             if dest != "mixgen" and value != parser.get_default(dest)]
+    if not options.mixgen:
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} needs --mixgen")
+        return
+    try:
+        check_options(**mixgen_options(options))
+    except (TypeError, ValueError) as error:
+        parser.error(f"--mixgen: {error}")
+    if options.mixgen_off_epoch is not None and options.mixgen_off_epoch < 0:
+        parser.error(f"--mixgen-off-epoch must be >= 0, got {options.mixgen_off_epoch}")
+    if options.mixgen_loss != "clip" and train_args.accum_freq > 1:
+        parser.error(f"--mixgen-loss {options.mixgen_loss} needs --accum-freq 1: with "
+                     f"gradient accumulation open_clip_train scores several batches at once")
+
+
+@contextlib.contextmanager
+def _patched(replacements: list[tuple[Any, str, Any]]) -> Iterator[None]:
+    """Set ``module.attribute = value`` for each replacement; restore them on exit."""
+    saved = [(module, name, getattr(module, name)) for module, name, _ in replacements]
+    try:
+        for module, name, value in replacements:
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run open_clip_train with ``argv`` (default ``sys.argv[1:]``), MixGen flags included."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = mixgen_parser()
+    if "-h" in argv or "--help" in argv:
+        parser.print_help()
+    options, train_argv = parser.parse_known_args(argv)
+    train_args = open_clip_train.params.parse_args(train_argv)  # its errors come first
+    _check(parser, options, train_args)
+    replacements: list[tuple[Any, str, Any]] = [
+        (torch.nn.parallel, "DistributedDataParallel", CpuDistributedDataParallel)]
+    if options.mixgen:
+        check_hooks()
+        training = MixGenTraining(mixgen_options(options), off_epoch=options.mixgen_off_epoch,
+                                  targets=None if options.mixgen_loss == "clip"
+                                  else options.mixgen_loss)
+        train_main = open_clip_train.main
+        replacements.append((train_main, "get_data", training.get_data(train_main.get_data)))
+        if training.targets is not None:
+            replacements.append((train_main, "create_loss",
+                                 training.create_loss(train_main.create_loss)))
+    with _patched(replacements):
+        try:
+            status = open_clip_train.main.main(train_argv)
+        except UnsupportedInternalsError as error:
+            _refuse(str(error))
+    if status == -1:  # open_clip_train printed why (for example: the run name exists)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

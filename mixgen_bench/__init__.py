@@ -1,0 +1,11 @@
+"""The MixGen experiment: does MixGen help CLIP retrieval, measured with error bars.
+
+Apart from the library (as ``open_clip_train`` is apart from ``open_clip``), installed by
+the ``bench`` extra, and built on mixgen's public API and ``mixgen.open_clip_train``:
+
+- ``clip_retrieval``: the A/B harness (``mixgen-clip-retrieval``, ``python -m
+  mixgen_bench``), with ``options``, ``sources``, ``models``, ``runs`` and ``report``;
+- ``sweep``: the runner of the registered sweep in ``benchmarks/sweep/``;
+- ``data`` and ``digits``: procedural image-caption sets and file readers;
+- ``metrics``: retrieval metrics and paired statistics.
+"""

