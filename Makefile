@@ -9,7 +9,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 # 1.x line, in a venv that adds only webdataset 1.x on top of .venv's packages.
 WDS1   := .venv-wds1
 
-.PHONY: test bench lint clean
+.PHONY: test test-fast bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ $(WDS1)/.installed: $(VENV)/.installed-dev
 test: lint $(WDS1)/.installed
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 	$(WDS1)/bin/python -m pytest -q tests/test_wds.py -p no:cacheprovider
+
+# the fast tier: everything but training, the notebook, torchrun and spawned ranks
+test-fast: lint
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/mixgen-clip-retrieval --jobs 2 --out bench_out

@@ -15,10 +15,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from mixgen import MixGen
+from mixgen.config import IMAGE_OPS
 from mixgen.viz import gallery
 from mixgen_bench.data import shapes
 
-IMAGE_OPS = ("mixup", "cutmix", "concat")
 TITLE_HEIGHT = 24
 
 

@@ -48,6 +48,10 @@ from mixgen import MixGen, MixGenCollate
 from mixgen.functional import mix_images, mix_texts
 from mixgen.params import sample_params
 
+# the published loops are the tests' reference code, kept once in tests/helpers.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import published_mixgen, published_mixgen_batch
+
 SIZE = 224
 BATCHES = (64, 256)
 WORDS = ["a", "photo", "of", "the", "small", "red", "dog", "cat", "sitting", "on", "wooden",
@@ -126,27 +130,6 @@ def summarize(group: Group) -> list[dict]:
         if name in group.bytes_moved:
             rows[-1]["gb_per_s"] = group.bytes_moved[name] / statistics.median(times) / 1e9
     return rows
-
-
-# ----------------------------------------------------------------------------- baselines
-def published_mixgen(image, text, num, lam=0.5):
-    """The paper's default, rewritten from its description: the first ``num`` samples
-    mixed with samples ``num..2num-1``, in place, one row at a time in Python."""
-    for i in range(num):
-        image[i, :] = lam * image[i, :] + (1 - lam) * image[i + num, :]
-        text[i] = text[i] + " " + text[i + num]
-    return image, text
-
-
-def published_mixgen_batch(image, text, num, lam=0.5):
-    """The paper's whole-batch variant: each sample mixed with ``permutation[i]``, in
-    place, reading partners that may already be mixed; ``num`` is ignored."""
-    batch_size = image.size(0)
-    index = np.random.permutation(batch_size)
-    for i in range(batch_size):
-        image[i, :] = lam * image[i, :] + (1 - lam) * image[index[i], :]
-        text[i] = text[i] + " " + text[index[i]]
-    return image, text
 
 
 def captions(count: int, seed: int) -> list[str]:
@@ -313,7 +296,7 @@ def cuda_group(batch: int) -> tuple[Group, list[Target]]:
     """On the GPU: mixing against a copy of the same rows (GB/s in the summary)."""
     device = torch.device("cuda")
     images = torch.rand((batch, 3, SIZE, SIZE), device=device)
-    gen = torch.Generator(device).manual_seed(0)
+    gen = torch.Generator().manual_seed(0)  # drawn on the host, copied without waiting
     first = sample_params(batch, (SIZE, SIZE), generator=gen)
     whole = sample_params(batch, (SIZE, SIZE), ratio=1.0, pairing="permute", generator=gen)
     m, row = first.num_pairs, images[0].nbytes
@@ -339,9 +322,10 @@ def cuda_group(batch: int) -> tuple[Group, list[Target]]:
 
 
 def cuda_mixing_never_waits(batch: int) -> bool:
-    """Mixing on the GPU with params drawn there runs with host-device syncs forbidden."""
+    """Mixing on the GPU with params drawn on the host runs with host-device syncs
+    forbidden."""
     images = torch.rand((batch, 3, SIZE, SIZE), device="cuda")
-    gen = torch.Generator("cuda").manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
     infos = [sample_params(batch, (SIZE, SIZE), pairing=p, generator=gen)
              for p in ("first", "permute")]
     torch.cuda.set_sync_debug_mode("error")  # a host-device wait now raises

@@ -2,10 +2,11 @@
 
 from mixgen import functional
 from mixgen.collate import MixGenCollate
+from mixgen.config import MixGenConfig
 from mixgen.params import MixGenInfo
 from mixgen.transform import MixGen
 
-__all__ = ["MixGen", "MixGenCollate", "MixGenInfo", "functional"]
+__all__ = ["MixGen", "MixGenCollate", "MixGenConfig", "MixGenInfo", "functional"]
 __version__ = "0.1.0"
 
 _OPTIONAL_MODULES = ("wds", "hf")

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate, get_worker_info
 
-from mixgen import functional as F
-from mixgen.transform import MixGen, repack
+from mixgen.batch import BatchMixer, rebuild
+from mixgen.config import MixGenConfig
 
 
 class MixGenCollate:
@@ -25,29 +25,33 @@ class MixGenCollate:
     samples carry token ids (open_clip's ``[L]`` tensors, or a dict of ``input_ids`` and
     ``attention_mask``), they are stacked and joined on the ids in the tokenizer's layout.
 
-    Takes every keyword argument of :class:`~mixgen.MixGen` (``inplace`` excepted: the
-    collate function owns the batch it allocates and always mixes into it).
+    Takes a :class:`~mixgen.MixGenConfig` and/or its keyword options, ``generator`` and
+    ``tokenizer``, as :class:`~mixgen.MixGen` does (``inplace`` excepted: the collate
+    function owns the batch it allocates and always mixes into it).
     """
 
-    def __init__(self, *, tokenizer: Callable[[list], Any] | None = None,
-                 **mixgen_options: Any) -> None:
-        if "inplace" in mixgen_options:
+    def __init__(self, config: MixGenConfig | None = None, /, *,
+                 tokenizer: Callable[[list], Any] | None = None,
+                 generator: torch.Generator | None = None, **options: Any) -> None:
+        if "inplace" in options or (config is not None and config.inplace):
             raise TypeError("MixGenCollate has no inplace option: it always mixes into the "
                             "batch it allocates")
-        if tokenizer is not None and not callable(tokenizer):
-            raise TypeError(f"tokenizer must be callable, got {type(tokenizer).__name__}")
-        self.mixgen = MixGen(tokenizer=tokenizer, **mixgen_options)
-        self.tokenizer = tokenizer
+        self.mixer = BatchMixer(MixGenConfig.resolve(config, options), generator, tokenizer)
+
+    @property
+    def config(self) -> MixGenConfig:
+        return self.mixer.config
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.mixgen.extra_repr()}, tokenizer={self.tokenizer!r})"
+        return (f"{type(self).__name__}({self.config.summary()}, "
+                f"tokenizer={self.mixer.tokenizer!r})")
 
     def __call__(self, samples: Sequence) -> Any:
         if not isinstance(samples, Sequence) or len(samples) == 0:
             raise ValueError("samples must be a non-empty list of (image, text) tuples or "
                              "dicts")
         first = samples[0]
-        keys = self.mixgen.image_key, self.mixgen.text_key
+        keys = self.config.image_key, self.config.text_key
         if isinstance(first, Mapping):
             images = [s[keys[0]] for s in samples]
             texts = [s[keys[1]] for s in samples]
@@ -61,44 +65,15 @@ class MixGenCollate:
         else:
             raise TypeError(f"samples must be (image, text, ...) tuples or dicts with keys "
                             f"{keys[0]!r} and {keys[1]!r}, got {type(first).__name__}")
-        _check_samples(images)
         if isinstance(texts[0], (Tensor, Mapping)):
             texts = default_collate(texts)
-        F.check_texts(texts, len(images))
-        layout = self.mixgen.token_layout(texts)
-        info = self.mixgen.draw_params(len(images), tuple(images[0].shape[-2:]))
-        batch = _new_shared_batch(images[0], info.output_size)
-        if self.mixgen.image_op == "mixup":
-            F.stack_mixed(images, info, batch)
-        else:
-            torch.stack(images, out=batch[:info.batch_size])
-            batch = F.mix_images(batch[:info.batch_size], info, op=self.mixgen.image_op,
-                                 inplace=info.mode == "replace")
-        texts = F.mix_texts(texts, info, op=self.mixgen.text_op, sep=self.mixgen.sep,
-                            multi_caption=self.mixgen.multi_caption, inplace=True,
-                            layout=layout)
-        if self.tokenizer is not None and layout is None:
-            texts = self.tokenizer(texts)
-        options = self.mixgen
-        return repack(structure, batch, texts, info, return_info=options.return_info,
-                      image_key=options.image_key, text_key=options.text_key)
+        images, texts, info = self.mixer.mix(images, texts, allocate=_new_shared_batch)
+        if self.mixer.tokenizer is not None and not isinstance(texts, (Tensor, Mapping)):
+            texts = self.mixer.tokenizer(texts)
+        return rebuild(structure, images, texts, info, self.config)
 
 
-def _check_samples(images: list) -> None:
-    for i, image in enumerate(images):
-        if not isinstance(image, Tensor):
-            raise TypeError(f"the image of sample {i} must be a torch.Tensor, "
-                            f"got {type(image).__name__}")
-    shape, dtype = images[0].shape, images[0].dtype
-    for i, image in enumerate(images):
-        if image.shape != shape or image.dtype != dtype:
-            raise ValueError(f"images must all have one shape and dtype: sample 0 is "
-                             f"{tuple(shape)} {dtype}, sample {i} is {tuple(image.shape)} "
-                             f"{image.dtype}")
-    F.check_images(images[0].unsqueeze(0))
-
-
-def _new_shared_batch(elem: Tensor, rows: int) -> Tensor:
+def _new_shared_batch(rows: int, elem: Tensor) -> Tensor:
     """An empty ``[rows, *elem.shape]`` batch; in a worker, in shared memory.
 
     This mirrors ``default_collate``: a batch born in shared memory crosses from the

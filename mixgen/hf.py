@@ -17,74 +17,80 @@ data set once. Other columns pass through (grown by the sources' rows in append 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from mixgen import functional as F
-from mixgen.transform import MixGen
+from mixgen.batch import BatchMixer, rebuild
+from mixgen.captions import mix_texts
+from mixgen.config import MixGenConfig
+from mixgen.tokens import TOKEN_FIELDS
 
 __all__ = ["BatchTransform"]
-
-_INFO_KEY = "mixgen"
 
 
 class BatchTransform:
     """Mix one batch of a ``datasets.Dataset``: ``dict[column, list] -> dict[column, ...]``.
 
     Args:
+        config: a :class:`~mixgen.MixGenConfig`; keyword options replace its values.
         preprocess: applied to each image before stacking (e.g. ``T.PILToTensor()``); not
             needed when the image column already holds tensors.
         image_column, text_column: the columns of images and caption strings.
         tokenizer: for tokenized data sets (an ``input_ids`` column), the tokenizer that
             made them, as in :class:`~mixgen.MixGen`. Token columns are mixed, and the
             caption strings too, when the data set still has them, with the same pairs.
+        generator: a CPU ``torch.Generator``, as in :class:`~mixgen.MixGen`.
         **options: every other option of :class:`~mixgen.MixGen` but ``return_info``
             (a column cannot hold it).
     """
 
-    def __init__(self, *, preprocess: Callable[[Any], Tensor] | None = None,
+    def __init__(self, config: MixGenConfig | None = None, /, *,
+                 preprocess: Callable[[Any], Tensor] | None = None,
                  image_column: str = "image", text_column: str = "text",
+                 tokenizer: Any = None, generator: torch.Generator | None = None,
                  **options: Any) -> None:
         if preprocess is not None and not callable(preprocess):
             raise TypeError(f"preprocess must be callable, got {type(preprocess).__name__}")
-        if "return_info" in options:
+        if "return_info" in options or (config is not None and config.return_info):
             raise TypeError("BatchTransform has no return_info option: a column cannot hold "
                             "the MixGenInfo; use MixGen(return_info=True) on the batches")
-        self.mixgen = MixGen(image_key=image_column, text_key=text_column, return_info=True,
-                             **options)
+        config = dataclasses.replace(MixGenConfig.resolve(config, options),
+                                     image_key=image_column, text_key=text_column)
+        self.mixer = BatchMixer(config, generator, tokenizer)
         self.preprocess = preprocess
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.mixgen.extra_repr()}, preprocess={self.preprocess!r})"
+        return (f"{type(self).__name__}({self.mixer.config.summary()}, "
+                f"preprocess={self.preprocess!r})")
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        image_column, text_column = self.mixgen.image_key, self.mixgen.text_key
+        config = self.mixer.config
+        image_column, text_column = config.image_key, config.text_key
         if image_column not in batch:
             raise ValueError(f"the batch has no column {image_column!r} (image_column); its "
                              f"columns are {sorted(batch)}")
-        token_columns = [c for c in F.TOKEN_FIELDS if c in batch]
+        token_columns = [c for c in TOKEN_FIELDS if c in batch]
         if text_column not in batch and not token_columns:
             raise ValueError(f"the batch has no column {text_column!r} (text_column) and no "
                              f"input_ids; its columns are {sorted(batch)}")
         columns = dict(batch)
         columns[image_column] = self._stack_images(batch[image_column])
-        if not token_columns:
-            out = self.mixgen(columns)
-            del out[_INFO_KEY]
-            return out
-        texts = {c: _as_id_tensor(columns.pop(c), c) for c in token_columns}
-        strings = columns.pop(text_column, None)
-        columns[text_column] = texts
-        out = self.mixgen(columns)
-        out.update(out.pop(text_column))
+        strings = None
+        if token_columns:
+            texts = {c: _as_id_tensor(columns.pop(c), c) for c in token_columns}
+            strings = columns.pop(text_column, None)
+            columns[text_column] = texts
+        images, texts, info = self.mixer.mix(columns[image_column], columns[text_column])
+        out = rebuild(columns, images, texts, info, config)
+        if token_columns:
+            out.update(out.pop(text_column))
         if strings is not None:
-            out[text_column] = F.mix_texts(list(strings), out[_INFO_KEY],
-                                           op=self.mixgen.text_op, sep=self.mixgen.sep,
-                                           multi_caption=self.mixgen.multi_caption)
-        del out[_INFO_KEY]
+            out[text_column] = mix_texts(list(strings), info, sep=config.sep,
+                                         multi_caption=config.multi_caption)
         return out
 
     def _stack_images(self, images: Any) -> Tensor:

@@ -23,6 +23,10 @@ in ``replace`` mode the mixed image puts 2/3 on its own caption and 1/3 on its p
 and the partner's image 2/3 on its own caption and 1/3 on the mixed caption.
 ``targets="mask"`` keeps one-hot targets and removes the off-diagonal entries with
 ``A > 0`` from the softmax denominators.
+
+The loss needs no MixGen option: the info carries the pairs, lambdas and ops of the batch
+it scores. ``A`` is built on the host from the info and copied to the features' device
+without waiting for it, so the loss adds no host-device synchronisation to a step.
 """
 
 from __future__ import annotations
@@ -32,35 +36,34 @@ from open_clip.loss import ClipLoss
 from torch import Tensor
 from torch.nn import functional as F
 
+from mixgen.config import LOSS_TARGETS, check_choice
 from mixgen.params import MixGenInfo
-
-TARGETS = ("onehot", "soft", "mask")
 
 
 def affinity(info: MixGenInfo, *, dtype: torch.dtype = torch.float32,
              device: torch.device | str | None = None) -> Tensor:
     """``[N, N]`` affinity ``A`` of one output batch (``N = info.output_size``): image
     row ``r`` against caption row ``c``; 1 on the diagonal, the shared share on partial
-    positives, 0 for negatives (see :mod:`mixgen.losses`)."""
+    positives, 0 for negatives (see :mod:`mixgen.losses`). Built on the host, then
+    copied to ``device`` without waiting for it."""
     if not isinstance(info, MixGenInfo):
         raise TypeError(f"mixgen_info must be a MixGenInfo, got {type(info).__name__}")
-    info = info.to(device if device is not None else "cpu")
-    weights = torch.eye(info.output_size, dtype=dtype, device=info.lam.device)
-    if not info.applied:
-        return weights
-    lam = info.lam.to(dtype)
-    mu = lam if info.keep_source_text is None else info.keep_source_text.to(dtype)
-    target, source, partner = info.target, info.source, info.partner
-    if info.mode == "append":
-        original = torch.ones_like(partner, dtype=torch.bool)
-        weights[target, source] = lam
-        weights[source, target] = mu
-    else:
-        original = ~torch.isin(partner, source)
-    t, j = target[original], partner[original]
-    weights[t, j] = 1 - lam[original]
-    weights[j, t] = 1 - mu[original]
-    return weights
+    info = info.to("cpu")  # a host info stays as it is
+    weights = torch.eye(info.output_size, dtype=dtype)
+    if info.applied:
+        lam = info.lam.to(dtype)
+        mu = lam if info.text_op == "concat" else info.keep_source_text.to(dtype)
+        target, source, partner = info.target, info.source, info.partner
+        if info.mode == "append":
+            original = torch.ones_like(partner, dtype=torch.bool)
+            weights[target, source] = lam
+            weights[source, target] = mu
+        else:
+            original = ~torch.isin(partner, source)
+        t, j = target[original], partner[original]
+        weights[t, j] = 1 - lam[original]
+        weights[j, t] = 1 - mu[original]
+    return weights.to(device if device is not None else "cpu", non_blocking=True)
 
 
 def target_weights(info: MixGenInfo, *, rank: int = 0, world_size: int = 1,
@@ -74,13 +77,14 @@ def target_weights(info: MixGenInfo, *, rank: int = 0, world_size: int = 1,
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-    block = affinity(info, dtype=dtype, device=device)
+    block = affinity(info, dtype=dtype)
     size = block.shape[0]
     image_rows = block.new_zeros(size, world_size * size)
     text_rows = block.new_zeros(size, world_size * size)
     image_rows[:, rank * size:(rank + 1) * size] = block
     text_rows[:, rank * size:(rank + 1) * size] = block.T
-    return image_rows, text_rows
+    device = device if device is not None else "cpu"
+    return (image_rows.to(device, non_blocking=True), text_rows.to(device, non_blocking=True))
 
 
 class MixGenClipLoss(ClipLoss):
@@ -100,8 +104,7 @@ class MixGenClipLoss(ClipLoss):
     """
 
     def __init__(self, targets: str = "soft", **clip_loss_options: object) -> None:
-        if targets not in TARGETS:
-            raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+        check_choice("targets", targets, LOSS_TARGETS)
         super().__init__(**clip_loss_options)
         self.targets = targets
 
@@ -118,10 +121,12 @@ class MixGenClipLoss(ClipLoss):
         if mixgen_info.output_size != image_features.shape[0]:
             raise ValueError(f"mixgen_info describes a batch of {mixgen_info.output_size} "
                              f"rows but image_features has {image_features.shape[0]}")
-        image_side, text_side = self.affinity_rows(mixgen_info, image_features)
-        if int(image_side.count_nonzero()) == image_side.shape[0]:  # only the own pairs
+        if not _has_partial_positives(mixgen_info) and (self.world_size == 1
+                                                        or self.local_loss):
+            # only the own pairs here (other ranks' blocks are not known without a gather)
             return super().forward(image_features, text_features, logit_scale,
                                    logit_bias=logit_bias, output_dict=output_dict)
+        image_side, text_side = self.affinity_rows(mixgen_info, image_features)
         logits_per_image, logits_per_text = self.get_logits(
             image_features, text_features, logit_scale, logit_bias=logit_bias)
         if self.targets == "soft":
@@ -152,6 +157,11 @@ class MixGenClipLoss(ClipLoss):
         parts = [torch.empty_like(block) for _ in range(self.world_size)]
         torch.distributed.all_gather(parts, block.contiguous())
         return torch.cat(parts)
+
+
+def _has_partial_positives(info: MixGenInfo) -> bool:
+    """Whether the info's affinity has an entry off the diagonal (read on the host)."""
+    return bool(affinity(info).count_nonzero() > info.output_size)
 
 
 def _normalise_rows(weights: Tensor) -> Tensor:

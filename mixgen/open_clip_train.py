@@ -33,13 +33,12 @@ except ImportError as error:
     raise ImportError("mixgen.open_clip_train needs open_clip_train: "
                       "pip install 'mixgen[train]'") from error
 
+from mixgen.config import MixGenConfig
 from mixgen.open_clip_hooks import (
     CpuDistributedDataParallel,
     MixGenTraining,
     UnsupportedInternalsError,
 )
-from mixgen.params import IMAGE_OPS, MODES, PAIRINGS, TEXT_OPS, check_options
-from mixgen.transform import MixGen
 
 __all__ = ["HOOKS", "MODEL_CONFIGS", "main", "mixgen_parser"]
 
@@ -65,11 +64,9 @@ the mixing loader, ``DistributedDataParallel`` by one that also runs on CPU."""
 
 
 def mixgen_parser() -> argparse.ArgumentParser:
-    """The MixGen flags, all in this one table; every other flag goes to open_clip_train.
-
-    Defaults are :class:`~mixgen.MixGen`'s own.
-    """
-    default = {name: p.default for name, p in inspect.signature(MixGen).parameters.items()}
+    """The MixGen flags: ``--mixgen``, one flag per option of :class:`~mixgen.MixGenConfig`
+    (generated from its fields, with its defaults), the loss and the off epoch; every
+    other flag goes to open_clip_train."""
     parser = argparse.ArgumentParser(prog="python -m mixgen.open_clip_train", add_help=False,
                                      allow_abbrev=False,
                                      description="open_clip_train with MixGen; every "
@@ -78,28 +75,7 @@ def mixgen_parser() -> argparse.ArgumentParser:
     add = flags.add_argument
     add("--mixgen", action="store_true",
         help="mix pairs inside each training batch (off: plain open_clip_train)")
-    add("--mixgen-lam", metavar="L", type=float, default=default["lam"],
-        help="the source's weight in each mixed pair (default %(default)s)")
-    add("--mixgen-alpha", metavar="A", type=float, default=default["alpha"],
-        help="draw one weight per pair from Beta(alpha, alpha) instead of --mixgen-lam")
-    add("--mixgen-ratio", metavar="R", type=float, default=default["ratio"],
-        help="fraction of each batch that becomes mixed pairs (0.25 when neither this nor "
-             "--mixgen-num-pairs is given)")
-    add("--mixgen-num-pairs", metavar="M", type=int, default=default["num_pairs"],
-        help="a fixed number of mixed pairs per batch, instead of --mixgen-ratio")
-    add("--mixgen-pairing", choices=PAIRINGS, default=default["pairing"],
-        help="who mixes with whom: first (i with i + M, the paper), permute (random), "
-             "roll (i with i - 1), flip (i with B - 1 - i)")
-    add("--mixgen-mode", choices=MODES, default=default["mode"],
-        help="replace: the mixed pairs overwrite their sources (the paper); append: they "
-             "are added, the batch grows by M")
-    add("--mixgen-p", metavar="P", type=float, default=default["p"],
-        help="probability that a batch is mixed at all (default %(default)s)")
-    add("--mixgen-image-op", choices=IMAGE_OPS, default=default["image_op"],
-        help="mixup (interpolate), cutmix (paste a patch of the partner) or concat "
-             "(side by side)")
-    add("--mixgen-text-op", choices=TEXT_OPS, default=default["text_op"],
-        help="concat (join the two captions) or select (the caption of the larger weight)")
+    MixGenConfig.add_arguments(flags, prefix="mixgen-")  # --mixgen-lam, ..., from the config
     add("--mixgen-loss", choices=LOSSES, default="clip",
         help="clip: open_clip's loss; soft / mask: MixGenClipLoss, which gives a mixed pair's "
              "partner a share of the target (soft) or leaves it out of the softmax (mask)")
@@ -109,10 +85,8 @@ def mixgen_parser() -> argparse.ArgumentParser:
 
 
 def mixgen_options(options: argparse.Namespace) -> dict[str, Any]:
-    """``MixGen``'s keyword options from the parsed MixGen flags (all but ``--mixgen`` and
-    the training ones, ``--mixgen-loss`` and ``--mixgen-off-epoch``)."""
-    return {dest.removeprefix("mixgen_"): value for dest, value in vars(options).items()
-            if dest.startswith("mixgen_") and dest not in ("mixgen_loss", "mixgen_off_epoch")}
+    """``MixGen``'s keyword options from the parsed MixGen flags."""
+    return MixGenConfig.namespace_options(options, prefix="mixgen-")
 
 
 def check_hooks() -> None:
@@ -144,7 +118,7 @@ def _check(parser: argparse.ArgumentParser, options: argparse.Namespace,
             parser.error(f"--{given[0].replace('_', '-')} needs --mixgen")
         return
     try:
-        check_options(**mixgen_options(options))
+        MixGenConfig(**mixgen_options(options))
     except (TypeError, ValueError) as error:
         parser.error(f"--mixgen: {error}")
     if options.mixgen_off_epoch is not None and options.mixgen_off_epoch < 0:

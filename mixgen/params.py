@@ -1,33 +1,40 @@
 """Random parameters of MixGen: which pairs, which lambdas, whether to apply.
 
-Every random number MixGen uses is drawn here, through one ``torch.Generator``, and
-returned as a frozen :class:`MixGenInfo`. The kernels in :mod:`mixgen.functional`
-consume it without drawing anything, which makes each variant replayable and testable
-against a few lines of reference code.
+Every random number MixGen uses is drawn here, on the host, through one CPU
+``torch.Generator`` (or torch's global RNG), and returned as a frozen
+:class:`MixGenInfo`. The kernels consume it without drawing anything and move what they
+need to the images' device without waiting for it, which makes each variant replayable,
+testable against a few lines of reference code, and free of host-device syncs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from array import array
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-PAIRINGS = ("first", "permute", "roll", "flip")
-MODES = ("replace", "append")
-IMAGE_OPS = ("mixup", "cutmix", "concat")
-TEXT_OPS = ("concat", "select")
-DEFAULT_RATIO = 0.25
+from mixgen.checks import check_info_fields, check_info_values
+from mixgen.config import DEFAULT_RATIO, PAIRINGS, MixGenConfig, check_choice
+
+_CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
 class MixGenInfo:
-    """The pairs and lambdas of one MixGen call.
+    """The pairs, lambdas and ops of one MixGen call: enough to replay it.
 
     Pair ``k`` mixes the original samples ``source[k]`` (weight ``lam[k]``) and
-    ``partner[k]`` (weight ``1 - lam[k]``); the result lands in output row ``target[k]``:
-    the source's own row in ``replace`` mode, row ``batch_size + k`` in ``append`` mode.
+    ``partner[k]`` (weight ``1 - lam[k]``) by ``image_op`` and ``text_op``; the result lands
+    in output row ``target[k]``: the source's own row in ``replace`` mode, row
+    ``batch_size + k`` in ``append`` mode. ``pairing`` only records how the pairs were
+    drawn: mixing reads the indices. An inconsistent info (lengths, ops without their
+    boxes or choices, indices outside the batch, two pairs writing one row) raises at
+    construction.
     """
 
     batch_size: int
@@ -43,7 +50,33 @@ class MixGenInfo:
     """Caption select only: ``[M]`` bool, True where the source's caption is kept."""
     caption_choice: Tensor | None = None
     """``[M, 2]`` uniforms in [0, 1) picking one caption of source and partner, for
-    several captions per image with ``multi_caption="pick"``."""
+    several captions per image with ``multi_caption="pick_one"``."""
+    image_op: str | None = None
+    """``mixup``, ``cutmix`` or ``concat``; default: cutmix when ``boxes`` are given."""
+    text_op: str | None = None
+    """``concat`` or ``select``; default: select when ``keep_source_text`` is given."""
+
+    def __post_init__(self) -> None:
+        fill = object.__setattr__  # frozen: defaults resolved once, here
+        if self.image_op is None:
+            fill(self, "image_op", "cutmix" if self.boxes is not None else "mixup")
+        if self.text_op is None:
+            fill(self, "text_op", "select" if self.keep_source_text is not None else "concat")
+        for name in ("source", "partner"):  # an empty list makes a float tensor
+            value = getattr(self, name)
+            if isinstance(value, Tensor) and value.numel() == 0 and value.is_floating_point():
+                fill(self, name, value.long())
+        check_info_fields(self)
+        if self.host is not None:
+            check_info_values(self, self.host)
+
+    @classmethod
+    def drawn(cls, **fields: Any) -> MixGenInfo:
+        """An info made by :func:`draw`, consistent by construction: every field given,
+        none checked again (the checks cost more than small batches take to mix)."""
+        info = object.__new__(cls)
+        info.__dict__.update(fields)  # frozen: fields are set once, here
+        return info
 
     @property
     def num_pairs(self) -> int:
@@ -64,54 +97,78 @@ class MixGenInfo:
     def output_size(self) -> int:
         return self.batch_size + (self.num_pairs if self.mode == "append" else 0)
 
+    @property
+    def host(self) -> HostRows | None:
+        """The pairs as Python values, read once, when the info is on the CPU (else None:
+        reading a device tensor would wait for the device)."""
+        try:
+            return self.__dict__["_host"]
+        except KeyError:
+            rows = HostRows.read(self) if self.source.device == _CPU else None
+            self.__dict__["_host"] = rows  # a cache, not a field
+            return rows
+
     def to(self, device: torch.device | str) -> MixGenInfo:
-        """The same info with every tensor on ``device``."""
-        fields = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in vars(self).items()}
-        return MixGenInfo(**fields)
+        """The same info with every tensor on ``device`` (copied without waiting)."""
+        if self.source.device == torch.device(device):
+            return self
+        return dataclasses.replace(self, **{
+            f.name: getattr(self, f.name).to(device, non_blocking=True)
+            for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), Tensor)})
 
 
-def check_options(*, lam: float, alpha: float | None, ratio: float | None,
-                  num_pairs: int | None, pairing: str, mode: str, p: float,
-                  image_op: str, text_op: str) -> None:
-    """Raise ``ValueError``/``TypeError`` naming the first option that is out of range."""
-    _check_choice("pairing", pairing, PAIRINGS)
-    _check_choice("mode", mode, MODES)
-    _check_choice("image_op", image_op, IMAGE_OPS)
-    _check_choice("text_op", text_op, TEXT_OPS)
-    _check_unit_interval("lam", lam)
-    _check_unit_interval("p", p)
-    if alpha is not None:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-            raise TypeError(f"alpha must be a positive float or None, got {type(alpha).__name__}")
-        if not alpha > 0 or math.isinf(alpha):
-            raise ValueError(f"alpha must be a positive finite float or None, got {alpha}")
-    if ratio is not None and num_pairs is not None:
-        raise ValueError("give either ratio or num_pairs, not both "
-                         f"(got ratio={ratio}, num_pairs={num_pairs})")
-    if ratio is not None:
-        _check_unit_interval("ratio", ratio)
-        limit = 0.5 if pairing == "first" else 1.0
-        if ratio > limit:
-            raise ValueError(f"ratio must be in [0, {limit}] with pairing={pairing!r}, got {ratio}"
-                             + (": 'first' pairs sample i with i + M, so at most half the batch"
-                                if pairing == "first" else ""))
-    if num_pairs is not None:
-        if isinstance(num_pairs, bool) or not isinstance(num_pairs, int):
-            raise TypeError(f"num_pairs must be an int or None, got {type(num_pairs).__name__}")
-        if num_pairs < 0:
-            raise ValueError(f"num_pairs must be >= 0, got {num_pairs}")
+class HostRows(NamedTuple):
+    """A host info's pairs as lists, read once: the CPU kernels loop over them."""
+
+    target: list[int]
+    source: list[int]
+    partner: list[int]
+    lam: list[float]
+    halves: bool
+    """Pairs ``i`` with ``i + M`` for ``i < M`` (the paper's): two contiguous halves."""
+    common_lam: float | None
+    """The one lambda of every pair (fixed lambdas: the paper's), else None."""
+
+    @classmethod
+    def read(cls, info: MixGenInfo) -> HostRows:
+        source, partner, lam = info.source.tolist(), info.partner.tolist(), info.lam.tolist()
+        m = len(source)
+        halves = source == list(range(m)) and partner == list(range(m, 2 * m))
+        common = lam[0] if lam and lam.count(lam[0]) == m else None
+        return cls(_targets(info, source), source, partner, lam, halves, common)
+
+    @classmethod
+    def of_halves(cls, info: MixGenInfo, lam: float) -> HostRows:
+        """The rows of pairs ``i`` with ``i + M`` at one lambda, known without reading the
+        tensors back (the paper's default, drawn on every batch)."""
+        m = info.num_pairs
+        source = list(range(m))
+        return cls(_targets(info, source), source, list(range(m, 2 * m)), [lam] * m, True,
+                   lam if m else None)
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+def _targets(info: MixGenInfo, source: list[int]) -> list[int]:
+    if info.mode == "replace":
+        return source
+    return list(range(info.batch_size, info.batch_size + len(source)))
 
 
-def _check_unit_interval(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``: itself when it is there (no call into torch, which costs
+    with cold caches), else a copy made without waiting for the device."""
+    return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
+
+
+# ----------------------------------------------------------------------------- drawing
+def check_generator(generator: object) -> None:
+    """Parameters are drawn on the host: ``generator`` is None or a CPU generator."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, "
+                        f"got {type(generator).__name__}")
+    if generator is not None and generator.device != _CPU:
+        raise ValueError(f"generator is on {generator.device}, but MixGen draws its "
+                         f"parameters on the host and moves them to the images' device "
+                         f"without waiting for it: pass a CPU torch.Generator")
 
 
 def count_pairs(batch_size: int, *, ratio: float | None, num_pairs: int | None,
@@ -145,22 +202,20 @@ def sample_pairs(batch_size: int, num_pairs: int, pairing: str,
     - ``roll``: i with i - 1 (torchvision's MixUp; shuffle your batches);
     - ``flip``: i with B - 1 - i (timm); for odd B the middle sample has no partner.
     """
-    device = generator.device if generator is not None else torch.device("cpu")
+    check_choice("pairing", pairing, PAIRINGS)
     m = num_pairs
     if pairing == "first":
-        source = torch.arange(m, device=device)
+        source = torch.arange(m)
         return source, source + m
     if pairing == "permute":
-        cycle = torch.randperm(batch_size, generator=generator, device=device)
+        cycle = torch.randperm(batch_size, generator=generator)
         return cycle[:m], cycle.roll(-1)[:m]
     if pairing == "roll":
-        source = torch.arange(m, device=device)
+        source = torch.arange(m)
         return source, (source - 1) % batch_size
-    if pairing == "flip":
-        source = torch.arange(batch_size, device=device)
-        source = source[source != batch_size - 1 - source][:m]
-        return source, batch_size - 1 - source
-    raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+    source = torch.arange(batch_size)  # flip
+    source = source[source != batch_size - 1 - source][:m]
+    return source, batch_size - 1 - source
 
 
 def sample_lambdas(num_pairs: int, *, lam: float, alpha: float | None,
@@ -170,15 +225,13 @@ def sample_lambdas(num_pairs: int, *, lam: float, alpha: float | None,
     ``torch.distributions.Beta`` samples from the global RNG, so it is run under a
     forked RNG seeded from ``generator``: the stream stays the generator's own.
     """
-    device = generator.device if generator is not None else torch.device("cpu")
     if alpha is None:
-        return torch.full((num_pairs,), float(lam), device=device)
-    seed = int(torch.randint(2**62, (1,), generator=generator, device=device))
+        return torch.full((num_pairs,), float(lam))
+    seed = int(torch.randint(2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         concentration = torch.tensor(float(alpha))
-        draws = torch.distributions.Beta(concentration, concentration).sample((num_pairs,))
-    return draws.to(device)
+        return torch.distributions.Beta(concentration, concentration).sample((num_pairs,))
 
 
 def sample_boxes(lam: Tensor, height: int, width: int,
@@ -191,37 +244,46 @@ def sample_boxes(lam: Tensor, height: int, width: int,
     cut = torch.sqrt(1.0 - lam.double())
     box_h = torch.round(cut * height).long()
     box_w = torch.round(cut * width).long()
-    u = torch.rand((lam.numel(), 2), generator=generator, device=lam.device, dtype=torch.float64)
+    u = torch.rand((lam.numel(), 2), generator=generator, dtype=torch.float64)
     top = torch.floor(u[:, 0] * (height - box_h + 1)).long()
     left = torch.floor(u[:, 1] * (width - box_w + 1)).long()
     exact = 1.0 - (box_h * box_w).double() / (height * width)
     return torch.stack([top, left, box_h, box_w], dim=1), exact.to(lam.dtype)
 
 
-def sample_params(batch_size: int, image_size: tuple[int, int], *, lam: float = 0.5,
-                  alpha: float | None = None, ratio: float | None = None,
-                  num_pairs: int | None = None, pairing: str = "first",
-                  mode: str = "replace", p: float = 1.0, image_op: str = "mixup",
-                  text_op: str = "concat", multi_caption: str = "by_position",
-                  generator: torch.Generator | None = None) -> MixGenInfo:
+def draw(config: MixGenConfig, batch_size: int, image_size: tuple[int, int],
+         generator: torch.Generator | None = None) -> MixGenInfo:
     """Draw everything one MixGen call needs, in a fixed order, from ``generator``.
 
     ``image_size`` is ``(H, W)`` of the images, used for cutmix boxes.
     """
-    device = generator.device if generator is not None else torch.device("cpu")
-    count = count_pairs(batch_size, ratio=ratio, num_pairs=num_pairs, pairing=pairing)
-    if p < 1.0 and float(torch.rand((), generator=generator, device=device)) >= p:
+    count = count_pairs(batch_size, ratio=config.ratio, num_pairs=config.num_pairs,
+                        pairing=config.pairing)
+    if config.p < 1.0 and float(torch.rand((), generator=generator)) >= config.p:
         count = 0
-    source, partner = sample_pairs(batch_size, count, pairing, generator)
-    lams = sample_lambdas(count, lam=lam, alpha=alpha, generator=generator)
+    source, partner = sample_pairs(batch_size, count, config.pairing, generator)
+    lams = sample_lambdas(count, lam=config.lam, alpha=config.alpha, generator=generator)
     boxes = keep_source_text = None
-    if image_op == "cutmix":
+    if config.image_op == "cutmix":
         boxes, lams = sample_boxes(lams, *image_size, generator=generator)
-    if text_op == "select":
-        coin = torch.rand(count, generator=generator, device=device) < 0.5
+    if config.text_op == "select":
+        coin = torch.rand(count, generator=generator) < 0.5
         keep_source_text = (lams > 0.5) | ((lams == 0.5) & coin)
-    caption_choice = (torch.rand((count, 2), generator=generator, device=device)
-                      if multi_caption == "pick_one" else None)
-    return MixGenInfo(batch_size=batch_size, mode=mode, pairing=pairing, source=source,
-                      partner=partner, lam=lams, boxes=boxes,
-                      keep_source_text=keep_source_text, caption_choice=caption_choice)
+    caption_choice = (torch.rand((count, 2), generator=generator)
+                      if config.multi_caption == "pick_one" else None)
+    info = MixGenInfo.drawn(batch_size=batch_size, mode=config.mode, pairing=config.pairing,
+                            source=source, partner=partner, lam=lams, boxes=boxes,
+                            keep_source_text=keep_source_text, caption_choice=caption_choice,
+                            image_op=config.image_op, text_op=config.text_op)
+    if config.pairing == "first" and config.alpha is None and boxes is None:
+        # the lambda as the float32 tensor holds it
+        info.__dict__["_host"] = HostRows.of_halves(info, array("f", [config.lam])[0])
+    return info
+
+
+def sample_params(batch_size: int, image_size: tuple[int, int],
+                  config: MixGenConfig | None = None, *,
+                  generator: torch.Generator | None = None, **options: Any) -> MixGenInfo:
+    """:func:`draw` for a config or keyword options (``lam=``, ``ratio=``, ...)."""
+    check_generator(generator)
+    return draw(MixGenConfig.resolve(config, options), batch_size, image_size, generator)

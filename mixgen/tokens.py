@@ -15,6 +15,10 @@ caption, the padding id and sides, and the ids of the separator. It is read from
 tokenizer object (:func:`layout_from_tokenizer`) or, for open_clip ids, from the ids
 themselves (:func:`infer_layout`). This module imports nothing of ``mixgen`` and neither
 open_clip nor transformers: tokenizers are only called, never imported.
+
+Ids are checked against their layout where they are on the CPU (a DataLoader worker, a
+collate function). On another device the check would wait for the device, so rows there
+are trusted: a row that breaks the layout gives a wrong joined row, never an error.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from torch import Tensor
 OPEN_CLIP_START = 49406
 OPEN_CLIP_END = 49407
 SIDES = ("right", "left")
+TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+"""The token fields of a Hugging Face encoding that MixGen rebuilds for joined captions."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,9 @@ def infer_layout(ids: Tensor, sep: str = " ") -> TokenLayout:
     if sep.strip():
         raise ValueError(f"sep={sep!r} cannot be turned into token ids without a tokenizer: "
                          f"pass tokenizer= to MixGen")
-    if ids.ndim == 2 and ids.shape[1] >= 2 and bool((ids[:, 0] == OPEN_CLIP_START).all()):
-        return OPEN_CLIP
+    if ids.ndim == 2 and ids.shape[1] >= 2 and (
+            not ids.is_cpu or bool((ids[:, 0] == OPEN_CLIP_START).all())):
+        return OPEN_CLIP  # on a device, trusted: reading the ids would wait for it
     raise ValueError("texts are token ids that are not in open_clip's layout (not every row "
                      f"starts with {OPEN_CLIP_START}): pass the tokenizer that made them, "
                      "MixGen(tokenizer=...), so its special ids and padding side are known")
@@ -124,9 +131,9 @@ def caption_lengths(ids: Tensor, layout: TokenLayout, mask: Tensor | None = None
 
     From ``mask`` when given; otherwise (right padding only) one past the first end id,
     since open_clip pads with 0, which is also a real token ("!"). Raises ``ValueError``
-    naming the first row that does not follow ``layout``. A dozen tensor ops whatever
-    the batch size: all rows are checked at once, and the message is worked out only
-    when a row is bad.
+    naming the first row that does not follow ``layout`` (CPU ids only; see the module's
+    note). A dozen tensor ops whatever the batch size: all rows are checked at once, and
+    the message is worked out only when a row is bad.
     """
     width = ids.shape[1]
     if mask is not None:
@@ -137,6 +144,8 @@ def caption_lengths(ids: Tensor, layout: TokenLayout, mask: Tensor | None = None
         raise ValueError("texts needs an attention_mask: with left padding or no end token "
                          "the caption lengths cannot be read from the ids")
     specials, expected, slope, base = _special_positions(layout, width, ids.dtype, ids.device)
+    if not ids.is_cpu:
+        return lengths.clamp_(specials, width)  # unchecked: a bad row still joins in bounds
     found = ids.gather(1, (lengths[:, None] * slope).add_(base).clamp_(0, width - 1))
     bad = (found != expected).any(1) | (lengths < specials)
     if bool(bad.any()):
@@ -155,9 +164,13 @@ def _special_positions(layout: TokenLayout, width: int, dtype: torch.dtype,
     left_pad = int(layout.padding_side == "left")
     slope = [-left_pad] * n_start + [1 - left_pad] * n_end
     base = [left_pad * width + offset for offset in [*range(n_start), *range(-n_end, 0)]]
-    return (n_start + n_end, torch.tensor([*layout.start, *layout.end], dtype=dtype,
-                                          device=device),
-            torch.tensor(slope, device=device), torch.tensor(base, device=device))
+    return (n_start + n_end, _to_device([*layout.start, *layout.end], dtype, device),
+            _to_device(slope, torch.long, device), _to_device(base, torch.long, device))
+
+
+def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small constant made on the host and copied without waiting for the device."""
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
 
 
 def _layout_error(ids: Tensor, layout: TokenLayout, mask: Tensor | None, bad: Tensor) -> str:
@@ -232,9 +245,8 @@ def _join_plan(layout: TokenLayout, width: int, dtype: torch.dtype,
     coefficients = [[unit - base for unit, base in zip(row, origin, strict=True)]
                     for row in units]
     specials = [*layout.start, *layout.separator, *layout.end, *[layout.pad_id] * width]
-    as_float = functools.partial(torch.tensor, dtype=torch.float64, device=device)
-    return (torch.tensor(specials, dtype=dtype, device=device), as_float(coefficients),
-            as_float(origin), torch.arange(width, device=device))
+    return (_to_device(specials, dtype, device), _to_device(coefficients, torch.float64, device),
+            _to_device(origin, torch.float64, device), torch.arange(width, device=device))
 
 
 def _join_runs(len_a: int, len_b: int, keep: int, source: int, partner: int,

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from mixgen.functional import check_images, check_texts
+from mixgen.checks import check_images, check_texts
 from mixgen.params import MixGenInfo
 
 __all__ = ["caption_grid", "gallery", "to_uint8"]

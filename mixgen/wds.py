@@ -13,9 +13,10 @@ picklable stage, so it travels into ``WebLoader`` workers with the rest of the p
         mixgen.wds.mixgen(ratio=0.25),
     )
 
-It takes every option of :class:`~mixgen.MixGen` (``tokenizer`` included, for batches of
-token ids) and webdataset's ``handler`` for batches MixGen rejects. Needs ``webdataset``
-(``pip install mixgen[wds]``); ``import mixgen`` does not import it.
+It takes a :class:`~mixgen.MixGenConfig` and/or every option of :class:`~mixgen.MixGen`
+(``tokenizer`` included, for batches of token ids) and webdataset's ``handler`` for
+batches MixGen rejects. It works with webdataset 0.2.86 (open_clip_train's) and 1.x.
+Needs ``webdataset`` (``pip install mixgen[wds]``); ``import mixgen`` does not import it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("mixgen.wds needs webdataset: pip install 'mixgen[wds]'") from error
 
+from mixgen.config import MixGenConfig
 from mixgen.transform import MixGen
 
 __all__ = ["mixgen"]
@@ -54,10 +56,11 @@ def _mix_batches(data: Iterable[Any], mix: MixGen,
 _mix_stage = pipelinefilter(_mix_batches)
 
 
-def mixgen(*, handler: Callable[[Exception], bool] = reraise_exception,
+def mixgen(config: MixGenConfig | None = None, /, *,
+           handler: Callable[[Exception], bool] = reraise_exception,
            **options: Any) -> Callable[[Iterable[Any]], Iterator[Any]]:
-    """A webdataset stage that applies ``MixGen(**options)`` to every batch.
+    """A webdataset stage that applies ``MixGen(config, **options)`` to every batch.
 
     The options are checked here, when the pipeline is built, not in the workers.
     """
-    return _mix_stage(MixGen(**options), handler=handler)
+    return _mix_stage(MixGen(config, **options), handler=handler)

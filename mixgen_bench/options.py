@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixgen import MixGenCollate
+from mixgen import MixGenConfig
 
-MIXGEN_OPTIONS = ("lam", "alpha", "ratio", "num_pairs", "pairing", "mode", "p", "image_op",
-                  "text_op")
+MIXGEN_OPTIONS = MixGenConfig.flag_fields()
 """MixGen's options an arm may set; each is the trainer flag ``--mixgen-<name>``."""
 LOSS_TARGETS = ("soft", "mask")
 """``mixgen.losses.MixGenClipLoss`` targets (the trainer's ``--mixgen-loss``); an arm
@@ -56,7 +55,7 @@ class Arm:
         if self.loss_targets is not None and self.loss_targets not in LOSS_TARGETS:
             raise ValueError(f"arm {self.name!r}: loss_targets must be one of {LOSS_TARGETS}, "
                              f"got {self.loss_targets!r}")
-        MixGenCollate(**self.mixgen)
+        MixGenConfig(**self.mixgen)
 
     def trainer_flags(self) -> list[str]:
         """The arm as ``mixgen.open_clip_train`` flags (none for a plain arm)."""
@@ -161,15 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trainer-args", default="", help="more open_clip_train flags for "
                        "every run, one string (e.g. --trainer-args='--grad-clip-norm 1')")
     mix = parser.add_argument_group("MixGen options of the 'mixgen' arm (see mixgen.MixGen)")
-    mix.add_argument("--lam", type=float, default=0.5)
-    mix.add_argument("--alpha", type=float)
-    mix.add_argument("--ratio", type=float)
-    mix.add_argument("--num-pairs", type=int)
-    mix.add_argument("--pairing", default="first")
-    mix.add_argument("--mode", default="replace")
-    mix.add_argument("--p", type=float, default=1.0)
-    mix.add_argument("--image-op", default="mixup")
-    mix.add_argument("--text-op", default="concat")
+    MixGenConfig.add_arguments(mix)  # --lam, --ratio, ... generated from the config
     mix.add_argument("--mixgen-off-epoch", type=int, help="stop mixing from this epoch on")
     mix.add_argument("--loss-targets", choices=LOSS_TARGETS,
                      help="train the arm with mixgen.losses.MixGenClipLoss")

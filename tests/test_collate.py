@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import captions, image_batch
+from helpers import captions, image_batch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mixgen import MixGen, MixGenCollate

@@ -1,36 +1,10 @@
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from conftest import captions, image_batch
+from helpers import captions, image_batch, published_mixgen, reference_mix
 
 from mixgen import functional as F
 from mixgen.params import MixGenInfo, sample_params
-
-
-def paper_mixgen(image, text, num, lam=0.5):
-    """The published code: mutates its arguments, loops over rows."""
-    for i in range(num):
-        image[i, :] = lam * image[i, :] + (1 - lam) * image[i + num, :]
-        text[i] = text[i] + " " + text[i + num]
-    return image, text
-
-
-def reference_mix(images, texts, info, sep=" "):
-    """Plain loops over the pairs of ``info``, reading the original batch."""
-    out = [images[r].clone() for r in range(info.batch_size)]
-    out_texts = list(texts)
-    if info.mode == "append":
-        out += [None] * info.num_pairs
-        out_texts += [None] * info.num_pairs
-    for t, s, p, lam in zip(info.target.tolist(), info.source.tolist(),
-                            info.partner.tolist(), info.lam.tolist(), strict=True):
-        if images.dtype == torch.uint8:
-            mixed = torch.floor(images[s].float() * lam + images[p].float() * (1 - lam) + 0.5)
-            out[t] = mixed.to(torch.uint8)
-        else:
-            out[t] = lam * images[s] + (1 - lam) * images[p]
-        out_texts[t] = texts[s] + sep + texts[p]
-    return torch.stack(out), out_texts
 
 
 def info_for(batch, **options):
@@ -41,7 +15,7 @@ def test_functional_mixgen_reproduces_the_paper_out_of_place():
     images, texts = image_batch(16), captions(16)
     kept_images, kept_texts = images.clone(), list(texts)
     mixed, mixed_texts = F.mixgen(images, texts)
-    expected, expected_texts = paper_mixgen(images.clone(), list(texts), 4)
+    expected, expected_texts = published_mixgen(images.clone(), list(texts), 4)
     torch.testing.assert_close(mixed, expected, rtol=0, atol=1e-6)
     assert mixed_texts == expected_texts
     assert torch.equal(images, kept_images) and texts == kept_texts
@@ -50,7 +24,7 @@ def test_functional_mixgen_reproduces_the_paper_out_of_place():
 def test_functional_mixgen_other_lambda_and_count():
     images, texts = image_batch(10), captions(10)
     mixed, mixed_texts = F.mixgen(images, texts, num_pairs=5, lam=0.3)
-    expected, expected_texts = paper_mixgen(images.clone(), list(texts), 5, lam=0.3)
+    expected, expected_texts = published_mixgen(images.clone(), list(texts), 5, lam=0.3)
     torch.testing.assert_close(mixed, expected)
     assert mixed_texts == expected_texts
     with pytest.raises(ValueError, match=r"num_pairs must be in \[0, 5\]"):

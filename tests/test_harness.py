@@ -140,7 +140,8 @@ def test_trainer_flags_of_arms_and_budgets():
     assert argv[argv.index("--mixgen"):] == [
         "--mixgen", "--mixgen-lam", "0.5", "--mixgen-ratio", "0.5", "--mixgen-pairing",
         "first", "--mixgen-mode", "replace", "--mixgen-p", "1.0", "--mixgen-image-op",
-        "mixup", "--mixgen-text-op", "concat", "--mixgen-off-epoch", "2", "--mixgen-loss",
+        "mixup", "--mixgen-text-op", "concat", "--mixgen-sep", " ", "--mixgen-multi-caption",
+        "by_position", "--mixgen-off-epoch", "2", "--mixgen-loss",
         "soft", "--grad-clip-norm", "1"]
     assert arms["baseline"].trainer_flags() == []
     options.nproc_per_node = 2
@@ -224,6 +225,6 @@ def test_config_file_rejects_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match="unknown keys"):
         harness.main([*TINY, "--out", str(tmp_path), "--config", str(config)])
     with pytest.raises(ValueError, match="unknown MixGen options"):
-        Arm("y", {"sep": "|"}).validate()
+        Arm("y", {"inplace": True}).validate()  # no flag of the trainer
     with pytest.raises(ValueError, match="without MixGen options"):
         Arm("z", None, off_epoch=1).validate()

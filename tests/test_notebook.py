@@ -18,6 +18,7 @@ def test_notebook_is_stored_without_outputs():
     assert all(cell.outputs == [] and cell.execution_count is None for cell in code_cells)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # the kernel's sockets at shutdown
 def test_notebook_runs_top_to_bottom_in_this_python():
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -290,7 +290,7 @@ def test_moved_internals_are_refused_before_training(monkeypatch, move):
     (["--mixgen", "--mixgen-lam", "1.5"], "--mixgen: lam must be in [0, 1], got 1.5"),
     (["--mixgen", "--mixgen-ratio", "0.2", "--mixgen-num-pairs", "2"],
      "--mixgen: give either ratio or num_pairs, not both"),
-    (["--mixgen", "--mixgen-pairing", "nearest"], "argument --mixgen-pairing: invalid choice"),
+    (["--mixgen", "--mixgen-pairing", "nearest"], "--mixgen: pairing must be one of 'first'"),
     (["--mixgen-ratio", "0.5"], "--mixgen-ratio needs --mixgen"),
     (["--mixgen", "--mixgen-off-epoch", "-1"], "--mixgen-off-epoch must be >= 0, got -1"),
     (["--mixgen", "--mixgen-loss", "soft", "--accum-freq", "2"],

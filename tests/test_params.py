@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from mixgen import MixGenConfig
 from mixgen.params import (
-    check_options,
     count_pairs,
     sample_boxes,
     sample_lambdas,
@@ -133,8 +133,5 @@ def test_append_targets_follow_the_batch():
     ({"text_op": "join"}, ValueError, r"text_op must be one of 'concat', 'select'"),
 ])
 def test_bad_options_name_the_argument(options, error, message):
-    defaults = {"lam": 0.5, "alpha": None, "ratio": None, "num_pairs": None,
-                "pairing": "first", "mode": "replace", "p": 1.0, "image_op": "mixup",
-                "text_op": "concat"}
     with pytest.raises(error, match=message):
-        check_options(**{**defaults, **options})
+        MixGenConfig(**options)

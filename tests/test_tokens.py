@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import image_batch
+from helpers import image_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import captions, image_batch
+from helpers import captions, image_batch
 
 from mixgen import MixGen, MixGenInfo
 
@@ -130,10 +130,20 @@ def test_bad_batches_raise_before_modifying_anything(args, options, error, messa
             assert pickle.dumps(after) == before
 
 
-def test_generator_and_images_on_different_devices():
-    images = torch.empty(4, 3, 2, 2, device="meta")
-    with pytest.raises(ValueError, match="generator is on cpu but images are on meta"):
-        seeded()(images, captions(4))
+def test_a_cpu_generator_draws_for_images_on_any_device():
+    """Parameters are drawn on the host: the same pairs whatever device the images are on."""
+    _, _, on_cpu = seeded(pairing="permute", return_info=True)(image_batch(8), captions(8))
+    images = torch.empty(8, 3, 2, 2, device="meta")
+    out, _, on_meta = seeded(pairing="permute", return_info=True)(images, captions(8))
+    assert out.device.type == "meta" and on_meta.source.device.type == "cpu"
+    assert on_meta.source.tolist() == on_cpu.source.tolist()
+    assert on_meta.partner.tolist() == on_cpu.partner.tolist()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_generator_on_the_device_is_refused():
+    with pytest.raises(ValueError, match=r"generator is on cuda.*, but MixGen draws"):
+        MixGen(generator=torch.Generator("cuda"))
 
 
 @pytest.mark.parametrize(("options", "error", "message"), [

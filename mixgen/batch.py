@@ -1,0 +1,171 @@
+"""The one batch path: every adapter (``MixGen``, ``MixGenCollate``, ``mixgen.wds``,
+``mixgen.hf``) mixes through :func:`mix_batch`, and finds and rebuilds its batch's
+structure with :func:`find` and :func:`rebuild`.
+
+The order of :func:`mix_batch` is what makes ``inplace=True`` fail cleanly: every check
+that can fail (the batch, the info, the writability of what is written, the captions'
+layout) runs before the images are written, and the captions are written last.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import get_worker_info
+
+from mixgen.captions import caption_rows, place_captions
+from mixgen.checks import (
+    check_images,
+    check_info_fits,
+    check_samples,
+    check_texts,
+    check_writable,
+)
+from mixgen.config import MixGenConfig
+from mixgen.functional import append_rows, mix_images, stack_mixed
+from mixgen.params import MixGenInfo, check_generator, draw
+from mixgen.tokens import TokenLayout, layout_from_tokenizer
+
+INFO_KEY = "mixgen"
+"""The key of the info in a dict batch returned with ``return_info``."""
+Allocate = Callable[[int, Tensor], Tensor]
+
+
+def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: Any,
+              generator: torch.Generator | None = None, *, info: MixGenInfo | None = None,
+              layout: TokenLayout | None = None,
+              allocate: Allocate | None = None) -> tuple[Tensor, Any, MixGenInfo]:
+    """Mix one batch; returns ``(images, texts, info)``.
+
+    ``images`` is a ``[B, ...]`` batch, or, with ``allocate``, a collate function's list of
+    B sample tensors, stacked and mixed in one pass into ``allocate(rows, first_sample)``.
+    ``texts`` is one caption per image (see :class:`~mixgen.MixGen`). The parameters are
+    drawn from ``generator`` on the host, or replayed from ``info``; token ids are joined in
+    ``layout`` (default: read from the ids, open_clip's).
+    """
+    samples = allocate is not None
+    if samples:
+        check_samples(images)
+        size, image_size = len(images), tuple(images[0].shape[-2:])
+    else:  # shapes only: even a view of a row is an op, costly with cold caches
+        check_images(images)
+        size, image_size = images.shape[0], tuple(images.shape[-2:])
+    check_texts(texts, size)
+    if info is None:
+        info = draw(config, size, image_size, generator)
+    else:
+        check_info_fits(info, size, image_size)
+    inplace = config.inplace and not samples
+    if inplace:
+        check_writable("images", images)
+        tensors = texts if isinstance(texts, Mapping) else {"input_ids": texts}
+        for name, value in tensors.items():
+            if isinstance(value, Tensor):
+                check_writable(f"texts[{name!r}]" if texts is tensors else "texts", value)
+    rows = caption_rows(texts, info, sep=config.sep, multi_caption=config.multi_caption,
+                        layout=layout)
+    if samples:
+        out = stack_mixed(images, info, allocate(info.output_size, images[0]))
+    else:
+        out = mix_images(images, info, inplace=inplace)
+    return out, place_captions(texts, rows, info, inplace=inplace), info
+
+
+def find(batch: Any, config: MixGenConfig) -> tuple[Any, Any]:
+    """Images and captions of a dict batch or of a sequence starting with them."""
+    if isinstance(batch, Mapping):
+        for key, name in ((config.image_key, "image_key"), (config.text_key, "text_key")):
+            if key not in batch:
+                raise ValueError(f"the dict batch has no key {key!r} ({name}); its keys are "
+                                 f"{sorted(map(str, batch))}")
+        return batch[config.image_key], batch[config.text_key]
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(f"MixGen expects (images, texts), a sequence starting with images and "
+                    f"texts, or a dict batch; got {type(batch).__name__}")
+
+
+def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo,
+            config: MixGenConfig) -> Any:
+    """``batch``'s structure with the mixed images and captions in place of its own.
+
+    Other per-sample fields grow by the sources' entries in ``append`` mode; with
+    ``return_info`` a dict gets the key ``"mixgen"``, a sequence one more element.
+    """
+    if isinstance(batch, Mapping):
+        out = {k: append_rows(v, info) for k, v in batch.items()}
+        out[config.image_key], out[config.text_key] = images, texts
+        if config.return_info:
+            out[INFO_KEY] = info
+        return out if type(batch) is dict else type(batch)(out)
+    rest = [append_rows(v, info) for v in batch[2:]]
+    out = [images, texts, *rest, *([info] if config.return_info else [])]
+    return tuple(out) if isinstance(batch, tuple) else out
+
+
+class HostGenerator:
+    """The generator of an adapter, reseeded once per DataLoader worker from that
+    worker's seed.
+
+    A generator pickled into worker processes would otherwise hand every worker the
+    same stream. The worker's seed derives from the loader's base seed, so two runs
+    under the same ``torch.manual_seed`` still draw identical parameters.
+    """
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        check_generator(generator)
+        self.generator = generator
+        self._seeded_worker: tuple[int, int] | None = None
+
+    def __call__(self) -> torch.Generator | None:
+        worker = get_worker_info()
+        if self.generator is None or worker is None:
+            return self.generator
+        key = (os.getpid(), worker.seed)
+        if self._seeded_worker != key:
+            base = self.generator.initial_seed()
+            self.generator.manual_seed((base * 0x9E3779B1 + worker.seed) % 2**63)
+            self._seeded_worker = key
+        return self.generator
+
+
+class BatchMixer:
+    """What every adapter holds: the config, the host generator (reseeded once per
+    DataLoader worker) and the token layout of its tokenizer (read once)."""
+
+    def __init__(self, config: MixGenConfig, generator: torch.Generator | None = None,
+                 tokenizer: Any = None) -> None:
+        if tokenizer is not None and not callable(tokenizer):
+            raise TypeError(f"tokenizer must be callable, got {type(tokenizer).__name__}")
+        self.config = config
+        self.generator = HostGenerator(generator)
+        self.tokenizer = tokenizer
+        self._layout: TokenLayout | None = None
+
+    def layout(self, texts: Any) -> TokenLayout | None:
+        """The tokenizer's layout of token-id ``texts`` (read once); None for strings, or
+        without a tokenizer (the ids are then read as open_clip's)."""
+        if self.tokenizer is None or not isinstance(texts, (Tensor, Mapping)):
+            return None
+        if self._layout is None:
+            self._layout = layout_from_tokenizer(self.tokenizer, self.config.sep)
+        return self._layout
+
+    def draw(self, batch_size: int, image_size: tuple[int, int]) -> MixGenInfo:
+        """Draw the pairs and lambdas for a batch from this adapter's generator."""
+        return draw(self.config, batch_size, image_size, self.generator())
+
+    def mix(self, images: Tensor | Sequence[Tensor], texts: Any,
+            info: MixGenInfo | None = None,
+            allocate: Allocate | None = None) -> tuple[Tensor, Any, MixGenInfo]:
+        """:func:`mix_batch` with this adapter's config, generator and layout."""
+        return mix_batch(self.config, images, texts, self.generator(), info=info,
+                         layout=self.layout(texts), allocate=allocate)
+
+    def __call__(self, batch: Any, info: MixGenInfo | None = None) -> Any:
+        images, texts = find(batch, self.config)
+        return rebuild(batch, *self.mix(images, texts, info), self.config)

@@ -1,0 +1,203 @@
+"""Input checks: each raises ``TypeError``/``ValueError`` naming what is wrong, before
+anything is written.
+
+They read shapes, dtypes, strides and devices, and values only where these are already on
+the host: reading a device tensor would wait for the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mixgen.config import IMAGE_OPS, MODES, PAIRINGS, TEXT_OPS, check_choice
+from mixgen.tokens import TOKEN_FIELDS
+
+
+# ----------------------------------------------------------------------------- batches
+def check_images(images: object) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``images`` is a non-empty image batch."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape [B, C, H, W] or "
+                        f"[B, T, C, H, W], got {type(images).__name__}")
+    if images.ndim not in (4, 5):
+        raise ValueError(f"images must have 4 dimensions [B, C, H, W] or 5 [B, T, C, H, W], "
+                         f"got {images.ndim} (shape {tuple(images.shape)})")
+    if not (images.is_floating_point() or images.dtype == torch.uint8):
+        raise TypeError(f"images must be a floating point or uint8 tensor, got {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (batch size 0)")
+
+
+def check_samples(images: Sequence[Any]) -> None:
+    """The images of a list of samples (a collate function's input) stack into a batch."""
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor):
+            raise TypeError(f"the image of sample {i} must be a torch.Tensor, "
+                            f"got {type(image).__name__}")
+    shape, dtype = images[0].shape, images[0].dtype
+    for i, image in enumerate(images):
+        if image.shape != shape or image.dtype != dtype:
+            raise ValueError(f"images must all have one shape and dtype: sample 0 is "
+                             f"{tuple(shape)} {dtype}, sample {i} is {tuple(image.shape)} "
+                             f"{image.dtype}")
+    check_images(images[0].unsqueeze(0))
+
+
+def check_texts(texts: object, batch_size: int) -> None:
+    """Raise unless ``texts`` holds one caption per image: ``list[str]``, ``list[list[str]]``,
+    ``[B, L]`` token ids, or a dict of ``input_ids`` (+ ``attention_mask``) tensors."""
+    if isinstance(texts, (Tensor, Mapping)):
+        check_token_texts(texts, batch_size)
+        return
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"texts must be a list of str or a list of lists of str, "
+                        f"got {type(texts).__name__}")
+    if len(texts) != batch_size:
+        raise ValueError(f"texts has {len(texts)} captions but images has {batch_size} "
+                         f"images: there must be one entry per image")
+    for i, caption in enumerate(texts):
+        if isinstance(caption, str):
+            continue
+        if isinstance(caption, (list, tuple)) and caption and all(isinstance(c, str)
+                                                                   for c in caption):
+            continue
+        if isinstance(caption, (list, tuple)) and not caption:
+            raise ValueError(f"texts[{i}] is an empty list: each image needs at least one "
+                             f"caption")
+        raise TypeError(f"texts[{i}] must be a str or a list of str, "
+                        f"got {type(caption).__name__}: {caption!r:.60}")
+
+
+def check_token_texts(texts: object, batch_size: int) -> None:
+    """Raise unless ``texts`` is a ``[B, L]`` integer id tensor or a dict of such tensors
+    (``input_ids``, optional ``attention_mask`` and ``token_type_ids``)."""
+    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    if "input_ids" not in fields:
+        raise ValueError(f"texts is a dict without 'input_ids'; its keys are {sorted(fields)}")
+    unknown = sorted(set(fields) - set(TOKEN_FIELDS))
+    if unknown:
+        raise ValueError(f"texts has keys {unknown} that MixGen cannot rebuild for joined "
+                         f"captions; keep only {list(TOKEN_FIELDS)}")
+    for name, value in fields.items():
+        where = "texts" if not isinstance(texts, Mapping) else f"texts[{name!r}]"
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{where} must be a torch.Tensor of token ids (tokenize with "
+                            f"return_tensors='pt'), got {type(value).__name__}")
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            raise TypeError(f"{where} must hold integer token ids, got {value.dtype}")
+        if value.ndim != 2 or value.shape[0] != batch_size:
+            raise ValueError(f"{where} must have shape [B, L] with B = {batch_size} images, "
+                             f"got {tuple(value.shape)}")
+        if value.shape != fields["input_ids"].shape:
+            raise ValueError(f"{where} has shape {tuple(value.shape)} but input_ids has "
+                             f"{tuple(fields['input_ids'].shape)}")
+
+
+def check_writable(name: str, tensor: Tensor) -> None:
+    """Raise unless ``tensor`` can be written in place, row by row, without an error
+    halfway: not a tensor autograd tracks, not an inference tensor outside inference
+    mode, no rows sharing memory (an expanded view)."""
+    if tensor.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"{name} requires grad, and autograd forbids writing it in place: "
+                         f"use inplace=False, or mix under torch.no_grad()")
+    if tensor.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(f"{name} is an inference tensor (made under torch.inference_mode), "
+                         f"read-only outside it: use inplace=False")
+    strides = tensor.stride()
+    if 0 in strides and any(stride == 0 and size > 1
+                            for stride, size in zip(strides, tensor.shape, strict=True)):
+        raise ValueError(f"{name} has overlapping memory (an expanded view, stride 0 in shape "
+                         f"{tuple(tensor.shape)}): its rows cannot be written one by one; "
+                         f"use inplace=False or pass a copy")
+
+
+# ----------------------------------------------------------------------------- infos
+def check_info_fields(info: Any) -> None:
+    """A :class:`~mixgen.params.MixGenInfo` is consistent in its types, lengths, ops and
+    devices (nothing read from a device)."""
+    size = info.batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise TypeError(f"info.batch_size must be an int >= 0, got {size!r}")
+    for name, choices in (("mode", MODES), ("pairing", PAIRINGS), ("image_op", IMAGE_OPS),
+                          ("text_op", TEXT_OPS)):
+        check_choice(f"info.{name}", getattr(info, name), choices)
+    for name in ("source", "partner", "lam"):
+        value = getattr(info, name)
+        if not isinstance(value, Tensor) or value.ndim != 1:
+            raise TypeError(f"info.{name} must be a 1-d tensor, got {_describe(value)}")
+    pairs = info.source.shape[0]
+    _check_field(info, "partner", (pairs,), "integer")
+    _check_field(info, "source", (pairs,), "integer")
+    _check_field(info, "lam", (pairs,), "floating")
+    _check_field(info, "boxes", (pairs, 4), "integer", required=info.image_op == "cutmix")
+    _check_field(info, "keep_source_text", (pairs,), "bool",
+                 required=info.text_op == "select")
+    _check_field(info, "caption_choice", (pairs, 2), "floating")
+    devices = {getattr(info, name).device for name in ("source", "partner", "lam",
+                                                       "boxes", "keep_source_text",
+                                                       "caption_choice")
+               if getattr(info, name) is not None}
+    if len(devices) > 1:
+        raise ValueError(f"info's tensors are on several devices: {sorted(map(str, devices))}")
+    if info.mode == "replace" and pairs > size:
+        raise ValueError(f"info has {pairs} pairs for a batch of {size} in replace mode: "
+                         f"each pair needs a row of its own")
+
+
+def _check_field(info: Any, name: str, shape: tuple[int, ...], kind: str, *,
+                 required: bool = False) -> None:
+    value = getattr(info, name)
+    if value is None:
+        if required:
+            op = "image_op='cutmix'" if name == "boxes" else "text_op='select'"
+            raise ValueError(f"info.{name} is None, but {op} needs it")
+        return
+    dtype_ok = {"integer": lambda t: not (t.is_floating_point() or t.is_complex()
+                                          or t.dtype == torch.bool),
+                "floating": Tensor.is_floating_point,
+                "bool": lambda t: t.dtype == torch.bool}[kind]
+    if not isinstance(value, Tensor) or tuple(value.shape) != shape or not dtype_ok(value):
+        article = {"integer": "an integer", "floating": "a floating point", "bool": "a bool"}
+        raise ValueError(f"info.{name} must be {article[kind]} tensor of shape {list(shape)} "
+                         f"(one entry per pair), got {_describe(value)}")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    return type(value).__name__
+
+
+def check_info_values(info: Any, host: Any) -> None:
+    """The pairs of a host info are inside the batch, and in replace mode no two write
+    one row; lambdas lie in [0, 1]."""
+    size = info.batch_size
+    outside = sorted({i for i in (*host.source, *host.partner) if not 0 <= i < size})
+    if outside:
+        raise ValueError(f"info has source or partner indices {outside} outside its batch "
+                         f"of {size}")
+    if info.mode == "replace" and len(set(host.source)) != len(host.source):
+        raise ValueError("info.source repeats a row: in replace mode two pairs would write "
+                         "one row")
+    if not all(0.0 <= lam <= 1.0 for lam in host.lam):
+        raise ValueError(f"info.lam must lie in [0, 1], got {host.lam}")
+
+
+def check_info_fits(info: Any, batch_size: int, image_size: tuple[int, int]) -> None:
+    """A given info (a replay) describes this batch: its size, and its cutmix boxes lie
+    inside the images (read when the boxes are on the host)."""
+    if info.batch_size != batch_size:
+        raise ValueError(f"info describes a batch of {info.batch_size} samples but images "
+                         f"has {batch_size}")
+    if info.boxes is None or info.boxes.device.type != "cpu" or not info.applied:
+        return
+    top, left, height, width = info.boxes.T
+    inside = ((top >= 0) & (left >= 0) & (height >= 0) & (width >= 0)
+              & (top + height <= image_size[0]) & (left + width <= image_size[1]))
+    if not bool(inside.all()):
+        raise ValueError(f"info.boxes has boxes outside the {image_size[0]}x{image_size[1]} "
+                         f"images: {info.boxes[~inside].tolist()}")

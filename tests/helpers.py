@@ -1,0 +1,55 @@
+"""Shared test helpers: small batches, and the reference code the library is checked
+against (the paper's published loops, and a plain loop over an info's pairs).
+
+``benchmarks/throughput.py`` times the published loop from here too, so it exists once.
+"""
+
+import numpy as np
+import torch
+
+
+def captions(n: int) -> list[str]:
+    return [f"caption {i}" for i in range(n)]
+
+
+def image_batch(n: int, *, dtype=torch.float32, shape=(3, 4, 5), seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    if dtype == torch.uint8:
+        return torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8)
+    return torch.rand((n, *shape), generator=gen).to(dtype)
+
+
+def published_mixgen(image, text, num, lam=0.5):
+    """The paper's published default: the first ``num`` samples mixed with samples
+    ``num..2num-1``, in place (it mutates its arguments), one row at a time in Python."""
+    for i in range(num):
+        image[i, :] = lam * image[i, :] + (1 - lam) * image[i + num, :]
+        text[i] = text[i] + " " + text[i + num]
+    return image, text
+
+
+def published_mixgen_batch(image, text, num, lam=0.5):
+    """The paper's whole-batch variant: each sample mixed with ``permutation[i]``, in
+    place, reading partners that may already be mixed; ``num`` is ignored."""
+    batch_size = image.size(0)
+    index = np.random.permutation(batch_size)
+    for i in range(batch_size):
+        image[i, :] = lam * image[i, :] + (1 - lam) * image[index[i], :]
+        text[i] = text[i] + " " + text[index[i]]
+    return image, text
+
+
+def reference_mix(images, texts, info, sep=" "):
+    """Mixup and joined captions by plain loops over the pairs of ``info``, reading only
+    the original batch: ``lam * a + (1 - lam) * b`` in float64, rounded half up for
+    uint8. ``texts`` may be None (images only)."""
+    out = list(images.clone()) + [None] * (info.output_size - info.batch_size)
+    out_texts = None if texts is None else list(texts) + [None] * len(out[info.batch_size:])
+    for t, s, p, lam in zip(info.target.tolist(), info.source.tolist(),
+                            info.partner.tolist(), info.lam.tolist(), strict=True):
+        mixed = lam * images[s].double() + (1 - lam) * images[p].double()
+        out[t] = (torch.floor(mixed + 0.5) if images.dtype == torch.uint8
+                  else mixed).to(images.dtype)
+        if texts is not None:
+            out_texts[t] = texts[s] + sep + texts[p]
+    return torch.stack(out), out_texts
