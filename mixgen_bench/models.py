@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import torch
 
 import mixgen.open_clip_train  # noqa: F401  (registers mixgen-tiny and mixgen-small)
 from mixgen_bench.data import ImagePairs
+from mixgen_bench.errors import UsageError
 from mixgen_bench.metrics import retrieval_metrics
 
 LOCAL_DIR = "local-dir:"
@@ -34,7 +37,7 @@ def model_config(name: str) -> dict[str, Any]:
     """The open_clip configuration of a model name (``ValueError`` if unknown)."""
     config = open_clip.get_model_config(name)
     if config is None:
-        raise ValueError(f"--model {name!r} is not an open_clip model; "
+        raise UsageError(f"--model {name!r} is not an open_clip model; "
                          f"known: {', '.join(open_clip.list_models())}")
     return config
 
@@ -68,19 +71,56 @@ def prepare_model(options: argparse.Namespace, folder: Path) -> str:
     return LOCAL_DIR + str(directory)
 
 
+def check_pretrained(name: str, options: argparse.Namespace) -> None:
+    """Refuse a ``--pretrained`` file that is missing, that torch cannot load with
+    ``weights_only=True``, or whose tensors do not fit the model ``name`` (names or
+    shapes), before any run starts."""
+    path = options.pretrained
+    if path is None:
+        return
+    if not path.is_file():
+        raise UsageError(f"--pretrained {path}: no such file")
+    try:
+        state = open_clip.factory.load_state_dict(str(path), weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, StopIteration,
+            AttributeError) as error:  # not a pickle, not a zip, empty, not a dict
+        raise UsageError(f"--pretrained {path} is not a checkpoint torch loads with "
+                         f"weights_only=True ({str(error).strip().splitlines()[0]})") from None
+    logging.disable(logging.WARNING)  # open_clip's "initialized randomly", true but beside
+    try:                               # the point here
+        model = open_clip.create_model(name, load_weights=False,
+                                       force_image_size=options.image_size,
+                                       force_context_length=options.context_length)
+    finally:
+        logging.disable(logging.NOTSET)
+    try:
+        open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+    except RuntimeError as error:  # torch's load_state_dict: names or shapes differ
+        expected = model.state_dict()
+        missing = [key for key in expected if key not in state]
+        unexpected = [key for key in state if key not in expected]
+        shapes = [f"{key} {list(state[key].shape)} for {list(expected[key].shape)}"
+                  for key in expected if key in state and state[key].shape != expected[key].shape]
+        found = [f"{len(items)} {what} (first: {items[0]})" for what, items in (
+            ("tensors of other shapes", shapes), ("of the model's tensors missing", missing),
+            ("tensors the model does not have", unexpected)) if items]
+        model_name = options.model + " with --text-tower minilm" * (options.text_tower == "minilm")
+        raise UsageError(f"--pretrained {path} does not fit --model {model_name}: "
+                         + ("; ".join(found) or str(error).strip().splitlines()[0])) from None
+
+
 def load_model(name: str, options: argparse.Namespace, checkpoint: Path | None, seed: int,
                device: torch.device) -> tuple[torch.nn.Module, Any]:
     """The model ``name`` as the trainer builds it with this ``seed`` (and ``--pretrained``),
     with ``checkpoint``'s weights when given; and its tokenizer."""
     torch.manual_seed(seed)  # the trainer's initial weights, for runs of 0 steps
-    pretrained = None
-    if checkpoint is None and options.pretrained is not None and not name.startswith(LOCAL_DIR):
-        pretrained = str(options.pretrained)
-    model = open_clip.create_model(name, pretrained=pretrained,
-                                   force_image_size=options.image_size,
+    local = name.startswith(LOCAL_DIR)  # open_clip ignores pretrained= for a model folder
+    weights = checkpoint if checkpoint is not None else options.pretrained
+    model = open_clip.create_model(name, pretrained=None if local or weights is None
+                                   else str(weights), force_image_size=options.image_size,
                                    force_context_length=options.context_length,
                                    device=device, output_dict=True)
-    if checkpoint is not None:
+    if local and checkpoint is not None:
         open_clip.load_checkpoint(model, str(checkpoint), weights_only=True, device=device)
     tokenizer = open_clip.get_tokenizer(name, context_length=options.context_length)
     return model, tokenizer
