@@ -20,7 +20,6 @@ import importlib
 import inspect
 import sys
 from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ try:
     import open_clip
     import open_clip_train.main
     import open_clip_train.params
-except ImportError as error:  # pragma: no cover - depends on the environment
+except ImportError as error:
     raise ImportError("mixgen.open_clip_train needs open_clip_train: "
                       "pip install 'mixgen[train]'") from error
 
@@ -79,14 +78,14 @@ def mixgen_parser() -> argparse.ArgumentParser:
     add = flags.add_argument
     add("--mixgen", action="store_true",
         help="mix pairs inside each training batch (off: plain open_clip_train)")
-    add("--mixgen-lam", type=float, default=default["lam"],
+    add("--mixgen-lam", metavar="L", type=float, default=default["lam"],
         help="the source's weight in each mixed pair (default %(default)s)")
-    add("--mixgen-alpha", type=float, default=default["alpha"],
+    add("--mixgen-alpha", metavar="A", type=float, default=default["alpha"],
         help="draw one weight per pair from Beta(alpha, alpha) instead of --mixgen-lam")
-    add("--mixgen-ratio", type=float, default=default["ratio"],
+    add("--mixgen-ratio", metavar="R", type=float, default=default["ratio"],
         help="fraction of each batch that becomes mixed pairs (0.25 when neither this nor "
              "--mixgen-num-pairs is given)")
-    add("--mixgen-num-pairs", type=int, default=default["num_pairs"],
+    add("--mixgen-num-pairs", metavar="M", type=int, default=default["num_pairs"],
         help="a fixed number of mixed pairs per batch, instead of --mixgen-ratio")
     add("--mixgen-pairing", choices=PAIRINGS, default=default["pairing"],
         help="who mixes with whom: first (i with i + M, the paper), permute (random), "
@@ -94,7 +93,7 @@ def mixgen_parser() -> argparse.ArgumentParser:
     add("--mixgen-mode", choices=MODES, default=default["mode"],
         help="replace: the mixed pairs overwrite their sources (the paper); append: they "
              "are added, the batch grows by M")
-    add("--mixgen-p", type=float, default=default["p"],
+    add("--mixgen-p", metavar="P", type=float, default=default["p"],
         help="probability that a batch is mixed at all (default %(default)s)")
     add("--mixgen-image-op", choices=IMAGE_OPS, default=default["image_op"],
         help="mixup (interpolate), cutmix (paste a patch of the partner) or concat "
@@ -110,10 +109,10 @@ def mixgen_parser() -> argparse.ArgumentParser:
 
 
 def mixgen_options(options: argparse.Namespace) -> dict[str, Any]:
-    """``MixGen``'s keyword options from the parsed MixGen flags."""
-    names = ("lam", "alpha", "ratio", "num_pairs", "pairing", "mode", "p", "image_op",
-             "text_op")
-    return {name: getattr(options, f"mixgen_{name}") for name in names}
+    """``MixGen``'s keyword options from the parsed MixGen flags (all but ``--mixgen`` and
+    the training ones, ``--mixgen-loss`` and ``--mixgen-off-epoch``)."""
+    return {dest.removeprefix("mixgen_"): value for dest, value in vars(options).items()
+            if dest.startswith("mixgen_") and dest not in ("mixgen_loss", "mixgen_off_epoch")}
 
 
 def check_hooks() -> None:
@@ -131,19 +130,18 @@ def check_hooks() -> None:
 def _refuse(reason: str) -> None:
     raise SystemExit(f"mixgen.open_clip_train: {reason}. --mixgen works with open_clip_torch "
                      f"{', '.join(TESTED_OPEN_CLIP)}; this is open_clip_torch "
-                     f"{version('open_clip_torch')}. Install a supported version, or train "
+                     f"{open_clip.__version__}. Install a supported version, or train "
                      f"without --mixgen.")
 
 
 def _check(parser: argparse.ArgumentParser, options: argparse.Namespace,
            train_args: argparse.Namespace) -> None:
     """One-line errors for MixGen flags that cannot work together or with this run."""
-    given = [flag for flag in ("lam", "alpha", "ratio", "num_pairs", "pairing", "mode", "p",
-                               "image_op", "text_op", "loss", "off_epoch")
-             if getattr(options, f"mixgen_{flag}") != parser.get_default(f"mixgen_{flag}")]
+    given = [dest for dest, value in vars(options).items()
+             if dest != "mixgen" and value != parser.get_default(dest)]
     if not options.mixgen:
         if given:
-            parser.error(f"--mixgen-{given[0].replace('_', '-')} needs --mixgen")
+            parser.error(f"--{given[0].replace('_', '-')} needs --mixgen")
         return
     try:
         check_options(**mixgen_options(options))

@@ -35,6 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 
+from mixgen_bench.base import base_checkpoint
 from mixgen_bench.errors import UsageError, usage_errors
 from mixgen_bench.models import check_pretrained, model_config, prepare_model
 from mixgen_bench.options import PROG, int_list, parse_options, resolve_arms
@@ -63,6 +64,8 @@ def run_benchmark(options: argparse.Namespace) -> dict[str, Any]:
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
+    if options.pretrain_data is not None:
+        options.pretrained = base_checkpoint(options)
     model = prepare_model(options, options.out / "models")
     check_pretrained(model, options)
     train_all, held_out = load_data(options, max(sizes))

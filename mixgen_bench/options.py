@@ -129,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pretrained", type=Path, help="local checkpoint of the whole "
                        "model to start from (open_clip checkpoint or state dict)")
     model.add_argument("--context-length", type=int, help="text tokens (default: model's)")
+    base = parser.add_argument_group(
+        "pretrained base made here (instead of --pretrained): trained once with open_clip's "
+        "ClipLoss and no MixGen, cached by its settings, then every run starts from it")
+    base.add_argument("--pretrain-data", choices=("shapes", "digits"),
+                      help="procedural corpus of the base (default: no base)")
+    base.add_argument("--pretrain-size", type=int, default=16384, help="pairs of the base")
+    base.add_argument("--pretrain-epochs", type=int, default=8, help="epochs of the base")
+    base.add_argument("--pretrain-lr", type=float, default=1e-3)
+    base.add_argument("--pretrain-seed", type=int, default=0)
+    base.add_argument("--cache", type=Path, help="folder of cached bases (default: "
+                      "$XDG_CACHE_HOME/mixgen_bench or ~/.cache/mixgen_bench)")
     train = parser.add_argument_group("training (the same for every arm; each run is one "
                                       "call of mixgen.open_clip_train)")
     train.add_argument("--epochs", type=int, default=16, help="epochs at each size")

@@ -55,6 +55,9 @@ def harness_options(protocol: dict, setting: str, names: list[str], size: int,
                     seeds: list[int], out: Path) -> argparse.Namespace:
     """The harness options of one setting, arm list and size (resuming finished runs)."""
     values = {**protocol["common"], **protocol["settings"][setting]["options"]}
+    by_size = values.pop("steps_by_size", None)  # a budget that grows with the data
+    if by_size is not None:
+        values["steps"] = by_size[str(size)]
     argv = [f"--{key.replace('_', '-')}={value}" for key, value in values.items()]
     argv += ["--arms", ",".join(names), "--reference", protocol["reference"],
              "--sizes", str(size), "--seeds", ",".join(map(str, seeds)),
@@ -65,10 +68,13 @@ def harness_options(protocol: dict, setting: str, names: list[str], size: int,
 
 
 def stage_arms(protocol: dict, setting: str, stage: str, out: Path) -> list[str]:
-    """Every arm in a screen; in a final stage, the fixed arms and the selected ones."""
+    """Every arm in a screen; the stage's own ``arms`` where it lists them; else the fixed
+    arms and the ones the screens selected."""
     if stage == "screen":
         return list(protocol["arms"])
     spec = protocol["settings"][setting]
+    if "arms" in spec[stage]:  # a stage of fixed arms
+        return spec[stage]["arms"]
     sources = spec.get("arms_from", [setting])
     count = spec.get("select", protocol["select"])
     screens = [screen_scores(protocol, source, load_runs(out / source)) for source in sources]
@@ -258,7 +264,8 @@ def target_markdown(check: dict[str, dict]) -> str:
 
 def report(protocol: dict, out: Path, results: Path) -> str:
     """Write ``results/<setting>.json`` (runs, paired differences, selection),
-    ``results/sweep.md`` and ``sweep.png``; return the Markdown."""
+    ``results/<study>.md`` and ``<study>.png``, ``<study>`` being the name of the folder
+    that holds ``results``; return the Markdown."""
     results.mkdir(parents=True, exist_ok=True)
     reference, sections, tables = protocol["reference"], [], {}
     for setting, spec in protocol["settings"].items():
@@ -284,8 +291,9 @@ def report(protocol: dict, out: Path, results: Path) -> str:
                  "target: lowest bound >= 0 and lowest mean at the smallest size >= +3)", "",
                  target_markdown(check)]
     text = "\n".join(sections)
-    (results / "sweep.md").write_text(text)
-    plot(tables, results.parent / "sweep.png")
+    study = results.resolve().parent
+    (results / f"{study.name}.md").write_text(text)
+    plot(tables, study / f"{study.name}.png")
     return text
 
 

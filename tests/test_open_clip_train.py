@@ -2,6 +2,7 @@
 it, batches mixed in the loader workers, the soft/mask loss fed each batch's info, plain
 checkpoints, resume, torchrun on CPU, and refusals (moved internals, bad flags)."""
 
+import importlib
 import io
 import logging
 import re
@@ -67,9 +68,12 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def in_workdir(workdir, monkeypatch):
-    """Runs start in the data's folder; open_clip_train's root log handlers are removed
-    after each test and logger levels restored."""
+    """Runs start in the data's folder, on one torch thread (several spin on a busy
+    machine); open_clip_train's root log handlers are removed after each test and logger
+    levels restored."""
     monkeypatch.chdir(workdir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     handlers, levels = list(logging.root.handlers), {
         name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
     root_level = logging.root.level
@@ -80,6 +84,7 @@ def in_workdir(workdir, monkeypatch):
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     logging.root.setLevel(root_level)
+    torch.set_num_threads(threads)
 
 
 def csv_args(name: str, *extra: str, epochs: int = 1, workers: int = 0) -> list[str]:
@@ -304,6 +309,13 @@ def test_soft_loss_refuses_a_loss_other_than_clip():
                                          "but this run uses SigLipLoss"):
         mixgen_train.main(csv_args("siglip", "--siglip", "--mixgen", "--mixgen-loss",
                                       "soft"))
+
+
+def test_without_open_clip_the_import_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "mixgen.open_clip_train")
+    with pytest.raises(ImportError, match=r"needs open_clip_train: pip install 'mixgen\[train\]'"):
+        importlib.import_module("mixgen.open_clip_train")
 
 
 def test_model_configs_are_registered_by_name():
