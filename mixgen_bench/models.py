@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import open_clip
 import torch
 
-import mixgen.open_clip_train  # noqa: F401  (registers mixgen-tiny and mixgen-small)
+import mixgen.open_clip_train
 from mixgen_bench.data import ImagePairs
 from mixgen_bench.errors import UsageError
 from mixgen_bench.metrics import retrieval_metrics
@@ -73,40 +71,12 @@ def prepare_model(options: argparse.Namespace, folder: Path) -> str:
 
 def check_pretrained(name: str, options: argparse.Namespace) -> None:
     """Refuse a ``--pretrained`` file that is missing, that torch cannot load with
-    ``weights_only=True``, or whose tensors do not fit the model ``name`` (names or
-    shapes), before any run starts."""
-    path = options.pretrained
-    if path is None:
-        return
-    if not path.is_file():
-        raise UsageError(f"--pretrained {path}: no such file")
-    try:
-        state = open_clip.factory.load_state_dict(str(path), weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, StopIteration,
-            AttributeError) as error:  # not a pickle, not a zip, empty, not a dict
-        raise UsageError(f"--pretrained {path} is not a checkpoint torch loads with "
-                         f"weights_only=True ({str(error).strip().splitlines()[0]})") from None
-    logging.disable(logging.WARNING)  # open_clip's "initialized randomly", true but beside
-    try:                               # the point here
-        model = open_clip.create_model(name, load_weights=False,
-                                       force_image_size=options.image_size,
-                                       force_context_length=options.context_length)
-    finally:
-        logging.disable(logging.NOTSET)
-    try:
-        open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
-    except RuntimeError as error:  # torch's load_state_dict: names or shapes differ
-        expected = model.state_dict()
-        missing = [key for key in expected if key not in state]
-        unexpected = [key for key in state if key not in expected]
-        shapes = [f"{key} {list(state[key].shape)} for {list(expected[key].shape)}"
-                  for key in expected if key in state and state[key].shape != expected[key].shape]
-        found = [f"{len(items)} {what} (first: {items[0]})" for what, items in (
-            ("tensors of other shapes", shapes), ("of the model's tensors missing", missing),
-            ("tensors the model does not have", unexpected)) if items]
-        model_name = options.model + " with --text-tower minilm" * (options.text_tower == "minilm")
-        raise UsageError(f"--pretrained {path} does not fit --model {model_name}: "
-                         + ("; ".join(found) or str(error).strip().splitlines()[0])) from None
+    ``weights_only=True``, or whose tensors do not fit the model ``name`` (the trainer's
+    check), before any run starts."""
+    if options.pretrained is not None:
+        mixgen.open_clip_train.check_pretrained(
+            options.pretrained, name, force_image_size=options.image_size,
+            force_context_length=options.context_length)
 
 
 def load_model(name: str, options: argparse.Namespace, checkpoint: Path | None, seed: int,

@@ -3,8 +3,9 @@ webdataset shards, a Karpathy-style JSON list. Each returns an
 :class:`~mixgen_bench.data.ImagePairs` at one square image size, held in memory, which
 suits the small fine-tuning runs of the harness.
 
-Bad files raise :class:`~mixgen_bench.errors.UsageError` naming the file, line or flag:
-a missing file (the CSV, the JSON, an image they list, a local shard), a CSV without the
+Bad files raise :class:`~mixgen_bench.errors.UsageError` (or the trainer's
+``InputError``, whose CSV and shard readers these share) naming the file, line or flag: a
+missing file (the CSV, the JSON, an image they list, a local shard), a CSV without the
 named columns. An image that does not decode is skipped and described in the result's
 ``skipped`` (open_clip_train's webdataset loader skips such samples too).
 """
@@ -20,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from mixgen.open_clip_train import read_csv, shard_list
 from mixgen_bench.data import ImagePairs
 from mixgen_bench.errors import UsageError
 
@@ -73,68 +75,43 @@ def _existing(path: Path, what: str) -> Path:
 
 
 def csv_pairs(path: str | Path, image_size: int, *, img_key: str = "filepath",
-              caption_key: str = "title", sep: str = "\t") -> ImagePairs:
+              caption_key: str = "title", sep: str = "\t",
+              name: str | None = None) -> ImagePairs:
     """Pairs from a CSV as open_clip_train reads it (``pandas.read_csv(path, sep=sep)``,
     tab-separated ``filepath`` and ``title`` columns by default, each caption ``str()``-ed);
     relative image paths are taken from the CSV's folder. An image file that is missing
-    is refused (:class:`UsageError`); one that does not decode is skipped and listed in
-    ``skipped``."""
-    import pandas
-
-    path = _existing(Path(path), "CSV file")
-    try:
-        frame = pandas.read_csv(path, sep=sep)
-    except (pandas.errors.ParserError, pandas.errors.EmptyDataError) as error:
-        raise UsageError(f"{path} does not parse as a CSV with separator {sep!r}: "
-                         f"{str(error).strip()}") from None
-    columns = [str(column) for column in frame.columns]
-    for key, flag in ((img_key, "--csv-img-key"), (caption_key, "--csv-caption-key")):
-        if key not in columns:
-            other = next((s for s in ("\t", ",", ";", "|") if s != sep
-                          and any(s in column for column in columns)), None)
-            hint = (f"; it looks separated by {other!r}, not {sep!r} (--csv-separator)"
-                    if other else "")
-            raise UsageError(f"{path} has no column {key!r} ({flag}); its columns are "
-                             f"{columns}{hint}")
-    reader = _PairReader(str(path), image_size)
-    for row, (image, caption) in enumerate(zip(frame[img_key], frame[caption_key],
-                                               strict=True), start=2):
-        image_path = path.parent / str(image)
+    is refused; one that does not decode is skipped and listed in ``skipped``. ``name``
+    is how messages call the file (default: its path)."""
+    path = Path(path)
+    name = name or str(path)
+    images, captions = read_csv(path, img_key=img_key, caption_key=caption_key, sep=sep,
+                                name=name)
+    reader = _PairReader(name, image_size)
+    for line, (image, caption) in enumerate(zip(images, captions, strict=True), start=2):
+        image_path = path.parent / image
         if not image_path.is_file():
-            raise UsageError(f"{path}, line {row}: image {str(image)!r} not found (looked for "
+            raise UsageError(f"{name}, line {line}: image {image!r} not found (looked for "
                              f"{image_path}; relative paths are taken from the CSV's folder)")
-        reader.add(image_path, str(caption), f"{path}, line {row}: {image}")
+        reader.add(image_path, caption, f"{path}, line {line}: {image}")
     return reader.pairs()
 
 
-def shard_files(urls: str | list[str]) -> list[str]:
-    """The shards of a brace pattern (``shard-{000..009}.tar``) or list; local files must
-    exist (:class:`UsageError`), URLs and ``pipe:`` commands are left to webdataset."""
-    from braceexpand import braceexpand
-
-    shards = [url for pattern in ([urls] if isinstance(urls, str) else urls)
-              for url in braceexpand(pattern)]
-    for shard in shards:
-        if "://" not in shard and not shard.startswith("pipe:"):
-            _existing(Path(shard), "shard")
-    return shards
-
-
-def wds_pairs(urls: str | list[str], image_size: int) -> ImagePairs:
+def wds_pairs(urls: str, image_size: int, name: str | None = None) -> ImagePairs:
     """Pairs from webdataset shards with open_clip_train's keys: an image (``jpg``,
     ``png``, ``jpeg`` or ``webp``) and a ``txt`` caption. Nothing else is decoded (nothing
     is unpickled). A sample whose image does not decode, or that lacks an image or a
     caption, and a damaged shard are skipped and listed in ``skipped``, as open_clip_train
-    skips them."""
+    skips them. ``urls`` is a brace pattern, or several joined by ``::``, as open_clip's
+    ``--train-data``; a missing local shard is refused."""
     import webdataset as wds
 
-    reader = _PairReader(str(urls), image_size)
+    reader = _PairReader(name or urls, image_size)
 
     def skip(error: Exception) -> bool:
         reader.skipped.append(f"{type(error).__name__}: {error}")
         return True  # go on with the next sample or shard
 
-    for sample in wds.DataPipeline(wds.SimpleShardList(shard_files(urls)),
+    for sample in wds.DataPipeline(wds.SimpleShardList(shard_list(urls, name)),
                                    wds.tarfile_to_samples(handler=skip)):
         where = f"{sample.get('__url__', urls)}: sample {sample.get('__key__')!r}"
         image = next((sample[key] for key in IMAGE_EXTENSIONS if key in sample), None)

@@ -41,8 +41,9 @@ def load_data(options: argparse.Namespace, train_size: int) -> tuple[ImagePairs,
     elif kind.startswith(("csv:", "wds:")):
         source = kind.split(":", 1)[1]
         pairs = (csv_pairs(source, size, img_key=options.csv_img_key,
-                           caption_key=options.csv_caption_key, sep=options.csv_separator)
-                 if kind.startswith("csv:") else wds_pairs(source, size))
+                           caption_key=options.csv_caption_key, sep=options.csv_separator,
+                           name=f"--data {kind}")
+                 if kind.startswith("csv:") else wds_pairs(source, size, f"--data {kind}"))
         held = 0 if options.eval_json else options.eval_size
         if len(pairs) - held < train_size:
             skipped = (f" ({len(pairs.skipped)} more skipped: their image does not decode)"

@@ -1,5 +1,6 @@
-"""Bad input to the command-line tools ends in one line on stderr and exit status 2, with
-no traceback; anything else keeps its traceback. None of these cases trains a model."""
+"""Bad input to the command-line tools (``mixgen-clip-retrieval``, ``python -m
+mixgen.open_clip_train``) ends in one line on stderr and exit status 2, with no traceback;
+anything else keeps its traceback. Only the undecodable image trains (one step)."""
 
 import json
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mixgen import open_clip_train
 from mixgen_bench import clip_retrieval as harness
 from mixgen_bench import sources
 
@@ -43,30 +45,31 @@ def folder(tmp_path, monkeypatch):
 
 def test_missing_csv(folder, capsys):
     assert harness_error(capsys, "--data", "csv:missing.csv") == (
-        "mixgen-clip-retrieval: error: CSV file missing.csv: no such file")
+        "mixgen-clip-retrieval: error: --data csv:missing.csv: no such file")
 
 
 def test_missing_image_folder(folder, capsys):
     (folder / "images" / "3.png").rename(folder / "3.png")
     assert harness_error(capsys, "--data", "csv:pairs.csv") == (
-        "mixgen-clip-retrieval: error: pairs.csv, line 5: image 'images/3.png' not found "
+        "mixgen-clip-retrieval: error: --data csv:pairs.csv, line 5: image 'images/3.png' not "
+        "found "
         "(looked for images/3.png; relative paths are taken from the CSV's folder)")
 
 
 def test_missing_shards(folder, capsys):
     assert harness_error(capsys, "--data", "wds:shards/{0..1}.tar") == (
-        "mixgen-clip-retrieval: error: shard shards/0.tar: no such file")
+        "mixgen-clip-retrieval: error: --data wds:shards/{0..1}.tar: no such file shards/0.tar")
 
 
 def test_csv_without_the_named_columns(folder, capsys):
     (folder / "comma.csv").write_text("filepath,title\nimages/0.png,red\n")
     assert harness_error(capsys, "--data", "csv:comma.csv") == (
-        "mixgen-clip-retrieval: error: comma.csv has no column 'filepath' (--csv-img-key); its "
-        "columns are ['filepath,title']; it looks separated by ',', not '\\t' "
+        "mixgen-clip-retrieval: error: --data csv:comma.csv has no column 'filepath' "
+        "(--csv-img-key); its columns are ['filepath,title']; it looks separated by ',', not '\\t' "
         "(--csv-separator)")
     assert harness_error(capsys, "--data", "csv:pairs.csv", "--csv-caption-key", "text") == (
-        "mixgen-clip-retrieval: error: pairs.csv has no column 'text' (--csv-caption-key); "
-        "its columns are ['filepath', 'title']")
+        "mixgen-clip-retrieval: error: --data csv:pairs.csv has no column 'text' "
+        "(--csv-caption-key); its columns are ['filepath', 'title']")
 
 
 def test_fewer_pairs_than_the_sizes_and_evaluation_need(folder, capsys):
@@ -165,6 +168,14 @@ def test_bad_config_files(tmp_path, capsys, text, message):
         "mixgen-clip-retrieval: error: " + message.format(config=config))
 
 
+@pytest.mark.slow  # starts a trainer or harness process
+def test_a_flag_the_trainer_refuses(tmp_path, capsys):
+    assert harness_error(capsys, "--out", str(tmp_path), "--trainer-args=--nope") == (
+        f"mixgen-clip-retrieval: error: run baseline-n8-s0: the trainer refused its command "
+        f"line: open_clip_train.py: error: unrecognized arguments: --nope (see "
+        f"{tmp_path / 'logs' / 'baseline-n8-s0' / 'command.txt'})")
+
+
 def test_internal_errors_keep_their_traceback(monkeypatch):
     def broken(*_):
         raise RuntimeError("a bug")
@@ -174,9 +185,86 @@ def test_internal_errors_keep_their_traceback(monkeypatch):
         harness.main([*TINY, "--out", "unused"])
 
 
+@pytest.mark.slow  # starts a trainer or harness process
 def test_command_line_tool_exits_2_with_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mixgen_bench", "--data", "csv:gone.csv"],
                           cwd=tmp_path, capture_output=True, text=True, check=False)
     assert (done.returncode, done.stderr) == (
-        2, "mixgen-clip-retrieval: error: CSV file gone.csv: no such file\n")
+        2, "mixgen-clip-retrieval: error: --data csv:gone.csv: no such file\n")
     assert not Path(tmp_path, "bench_out").exists()
+
+
+# ------------------------------------------------------------ python -m mixgen.open_clip_train
+def trainer_error(capsys, *argv: str, data: str = "pairs.csv") -> str:
+    """The one line ``python -m mixgen.open_clip_train`` ends with, after status 2."""
+    args = ["--dataset-type", "csv", "--train-data", data, "--model", "mixgen-tiny",
+            "--force-image-size", "16", "--batch-size", "4", "--epochs", "1", "--workers", "0",
+            "--device", "cpu", "--report-to", "none", "--logs", "logs", "--name", "run", *argv]
+    with pytest.raises(SystemExit) as stop:
+        open_clip_train.main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1].removeprefix("python -m mixgen.open_clip_train: error: ")
+
+
+def test_trainer_missing_files(folder, capsys):
+    assert trainer_error(capsys, data="missing.csv") == "--train-data missing.csv: no such file"
+    (folder / "images" / "0.png").unlink()
+    assert trainer_error(capsys) == (
+        f"--train-data pairs.csv, line 2: image 'images/0.png' not found (open_clip_train "
+        f"opens the CSV's paths from the folder it runs in, {folder})")
+    assert trainer_error(capsys, "--dataset-type", "webdataset", "--train-num-samples", "8",
+                         data="shards/{0..1}.tar") == (
+        "--train-data shards/{0..1}.tar: no such file shards/0.tar")
+    assert not (folder / "logs").exists()  # refused before open_clip_train starts
+
+
+def test_trainer_csv_without_the_named_columns(folder, capsys):
+    (folder / "comma.csv").write_text("filepath,title\nimages/0.png,red\n")
+    assert trainer_error(capsys, data="comma.csv") == (
+        "--train-data comma.csv has no column 'filepath' (--csv-img-key); its columns are "
+        "['filepath,title']; it looks separated by ',', not '\\t' (--csv-separator)")
+    assert trainer_error(capsys, "--val-data", "pairs.csv", "--csv-caption-key", "text") == (
+        "--train-data pairs.csv has no column 'text' (--csv-caption-key); its columns are "
+        "['filepath', 'title']")
+
+
+def test_trainer_fewer_pairs_than_one_batch(folder, capsys):
+    assert trainer_error(capsys, "--batch-size", "16") == (
+        "--train-data pairs.csv holds 12 pairs: fewer than one batch of --batch-size 16, so "
+        "no step would train")
+
+
+@pytest.mark.slow  # starts a trainer or harness process
+def test_trainer_stops_at_an_image_that_does_not_decode(folder):
+    """A subprocess: open_clip_train has set up its logging by then, and torch logs at exit;
+    the reason must still be the last line."""
+    (folder / "images" / "5.png").write_bytes(b"not an image")
+    done = subprocess.run([sys.executable, "-m", "mixgen.open_clip_train", "--dataset-type",
+                           "csv", "--train-data", "pairs.csv", "--model", "mixgen-tiny",
+                           "--force-image-size", "16", "--batch-size", "4", "--workers", "1",
+                           "--device", "cpu", "--report-to", "none", "--name", "run"],
+                          cwd=folder, capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "python -m mixgen.open_clip_train: error: an image does not decode (cannot identify "
+        "image file 'images/5.png'); open_clip_train's CSV loader stops at such an image: "
+        "remove its row (its webdataset loader skips them)")
+    assert "| INFO | Start epoch 0" in done.stderr  # stopped in training
+
+
+def test_trainer_mixgen_option_out_of_range(folder, capsys):
+    assert trainer_error(capsys, "--mixgen", "--mixgen-ratio", "2") == (
+        "--mixgen: ratio must be in [0, 1], got 2.0")
+
+
+def test_trainer_pretrained_checkpoint_that_does_not_fit(folder, capsys):
+    torch.save({"visual.conv1.weight": torch.zeros(8, 3, 2, 2)}, folder / "other.pt")
+    line = trainer_error(capsys, "--pretrained", "other.pt")
+    assert line.startswith("--pretrained other.pt does not fit --model mixgen-tiny: 1 tensors "
+                           "of other shapes (first: visual.conv1.weight [8, 3, 2, 2] for [")
+    assert "of the model's tensors missing (first: " in line
+    assert trainer_error(capsys, "--pretrained", "nope.pt") == "--pretrained nope.pt: no such file"
+    assert trainer_error(capsys, "--pretrained", "pairs.csv").startswith(
+        "--pretrained pairs.csv is not a checkpoint torch loads with weights_only=True (")

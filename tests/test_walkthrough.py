@@ -57,7 +57,7 @@ def test_readme_walkthrough_end_to_end(tmp_path, monkeypatch, capsys):
 
     progress = capsys.readouterr().err
     assert "4 runs to train, 2 at a time" in progress and "[4/4] " in progress
-    assert "; all done in " in progress
+    assert "; all done in " in progress and "initialized randomly" not in progress
     results = json.loads((out / "results.json").read_text())
     assert [(run["arm"], run["seed"]) for run in results["runs"]] == [
         ("baseline", 0), ("mixgen", 0), ("baseline", 1), ("mixgen", 1)]
