@@ -10,14 +10,22 @@ stay plain open_clip checkpoints.
 MixGen reaches into open_clip_train only through the attributes named in :data:`HOOKS`,
 checked against the installed version before training starts. Importing this module
 registers the model configs ``mixgen-tiny`` and ``mixgen-small`` with open_clip.
+
+Bad input ends in one line on stderr and exit status 2 (argparse's): bad flags, and the
+input files checked before training by :mod:`mixgen.open_clip_inputs` (:class:`InputError`,
+whose readers this module exports for other tools); an image that does not decode stops
+training the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import importlib
 import inspect
+import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,8 +47,17 @@ from mixgen.open_clip_hooks import (
     MixGenTraining,
     UnsupportedInternalsError,
 )
+from mixgen.open_clip_inputs import (
+    InputError,
+    check_pretrained,
+    check_run_inputs,
+    read_csv,
+    shard_list,
+    undecodable_image,
+)
 
-__all__ = ["HOOKS", "MODEL_CONFIGS", "main", "mixgen_parser"]
+__all__ = ["HOOKS", "MODEL_CONFIGS", "InputError", "check_pretrained", "main", "mixgen_parser",
+           "read_csv", "shard_list"]
 
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIGS)
@@ -150,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     options, train_argv = parser.parse_known_args(argv)
     train_args = open_clip_train.params.parse_args(train_argv)  # its errors come first
     _check(parser, options, train_args)
+    try:
+        check_run_inputs(train_args)
+    except InputError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     replacements: list[tuple[Any, str, Any]] = [
         (torch.nn.parallel, "DistributedDataParallel", CpuDistributedDataParallel)]
     if options.mixgen:
@@ -167,6 +188,14 @@ def main(argv: list[str] | None = None) -> None:
             status = open_clip_train.main.main(train_argv)
         except UnsupportedInternalsError as error:
             _refuse(str(error))
+        except OSError as error:  # PIL's errors are OSErrors
+            if not undecodable_image(error):
+                raise
+            atexit.register(logging.disable, logging.CRITICAL)  # the reason stays last
+            reason = re.sub(r"^[\w.]+: ", "", str(error).strip().splitlines()[-1])
+            parser.exit(2, f"{parser.prog}: error: an image does not decode ({reason}); "
+                        f"open_clip_train's CSV loader stops at such an image: remove its "
+                        f"row (its webdataset loader skips them)\n")
     if status == -1:  # open_clip_train printed why (for example: the run name exists)
         raise SystemExit(1)
 

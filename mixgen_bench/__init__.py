@@ -4,8 +4,10 @@ Apart from the library (as ``open_clip_train`` is apart from ``open_clip``), ins
 the ``bench`` extra, and built on mixgen's public API and ``mixgen.open_clip_train``:
 
 - ``clip_retrieval``: the A/B harness (``mixgen-clip-retrieval``, ``python -m
-  mixgen_bench``), with ``options``, ``sources``, ``models``, ``runs`` and ``report``;
+  mixgen_bench``), with ``options``, ``sources``, ``models``, ``runs``, ``report``,
+  ``progress`` and ``errors`` (the one-line errors of bad input);
 - ``sweep``: the runner of the registered sweep in ``benchmarks/sweep/``;
-- ``data`` and ``digits``: procedural image-caption sets and file readers;
+- ``data`` and ``digits``: procedural image-caption sets; ``readers``: CSV, webdataset
+  and Karpathy-JSON readers;
 - ``metrics``: retrieval metrics and paired statistics.
 """

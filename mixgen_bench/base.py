@@ -17,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from mixgen_bench.errors import UsageError
 from mixgen_bench.models import prepare_model
 from mixgen_bench.options import Arm
 from mixgen_bench.runs import Run, train
@@ -52,7 +53,7 @@ def base_folder(options: argparse.Namespace) -> Path:
 def base_checkpoint(options: argparse.Namespace) -> Path:
     """The cached base of these options' settings, trained first if it is not cached."""
     if options.pretrained is not None:
-        raise ValueError("give either --pretrained or --pretrain-data, not both")
+        raise UsageError("give either --pretrained or --pretrain-data, not both")
     folder = base_folder(options)
     final = folder / BASE_FILE
     if final.exists():

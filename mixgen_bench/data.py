@@ -1,26 +1,20 @@
-"""Image-caption data sets for retrieval experiments: a procedural set and file readers.
+"""Image-caption data sets for retrieval experiments, and a procedural one.
 
-Everything here returns an :class:`ImagePairs` data set whose items are
-``(image, caption)``: ``image`` a uint8 tensor ``[3, S, S]``, ``caption`` a str (or a
-list of str where an image has several captions). The procedural :func:`shapes` set is
-made deterministically from a seed and needs no download; the readers load the formats
-open_clip and CLIP_benchmark use (CSV, webdataset shards, Karpathy-style JSON), resized
-to one square size and held in memory, which suits the small fine-tuning runs they serve.
+:class:`ImagePairs` holds ``(image, caption)`` items: ``image`` a uint8 tensor
+``[3, S, S]``, ``caption`` a str (or a list of str where an image has several captions).
+The procedural :func:`shapes` set is made deterministically from a seed and needs no
+download; :mod:`mixgen_bench.readers` reads CSV files, webdataset shards and
+Karpathy-style JSON into the same class.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as TF
 
 SPLITS = ("train", "test")
 SHAPE_NAMES = ("circle", "square", "triangle", "diamond", "cross")
@@ -39,9 +33,11 @@ HELD_OUT_BUCKETS = 5
 
 class ImagePairs(Dataset):
     """Images held as one uint8 tensor ``[N, 3, S, S]`` with one caption or a list of
-    captions per image. Items are ``(images[i], captions[i])``."""
+    captions per image. Items are ``(images[i], captions[i])``. ``skipped`` describes the
+    items of the source left out because their image did not decode."""
 
-    def __init__(self, images: Tensor, captions: Sequence[str | list[str]]) -> None:
+    def __init__(self, images: Tensor, captions: Sequence[str | list[str]],
+                 skipped: Sequence[str] = ()) -> None:
         if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError("images must be a uint8 tensor [N, 3, S, S]")
         if len(captions) != images.shape[0]:
@@ -49,6 +45,7 @@ class ImagePairs(Dataset):
                              f"{images.shape[0]}")
         self.images = images
         self.captions = list(captions)
+        self.skipped = list(skipped)
 
     @classmethod
     def from_dataset(cls, dataset: Dataset) -> ImagePairs:
@@ -179,67 +176,7 @@ def _shape_mask(shape: str, dy: Tensor, dx: Tensor, r: float) -> Tensor:
     raise ValueError(f"shape must be one of {SHAPE_NAMES}, got {shape!r}")
 
 
-# ---------------------------------------------------------------------- file formats
-def load_image(source: str | Path | Image.Image, image_size: int) -> Tensor:
-    """An RGB uint8 tensor ``[3, S, S]``: shorter side resized to S, then centre-cropped."""
-    image = source if isinstance(source, Image.Image) else Image.open(source)
-    tensor = TF.pil_to_tensor(image.convert("RGB"))
-    tensor = TF.resize(tensor, [image_size], antialias=True)
-    return TF.center_crop(tensor, [image_size, image_size])
-
-
 def _stack(images: list[Tensor], name: str) -> Tensor:
     if not images:
         raise ValueError(f"{name} holds no image-caption pairs")
     return torch.stack(images)
-
-
-def csv_pairs(path: str | Path, image_size: int, *, image_key: str = "filepath",
-              caption_key: str = "title", delimiter: str = ",") -> ImagePairs:
-    """Pairs from an open_clip-style CSV with a header (``filepath,title``); relative
-    image paths are resolved against the CSV's folder."""
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter=delimiter))
-    for key, name in ((image_key, "image_key"), (caption_key, "caption_key")):
-        if rows and key not in rows[0]:
-            raise ValueError(f"{path} has no column {key!r} ({name}); columns are "
-                             f"{list(rows[0])}")
-    images = [load_image(path.parent / row[image_key], image_size) for row in rows]
-    return ImagePairs(_stack(images, str(path)), [row[caption_key] for row in rows])
-
-
-def wds_pairs(urls: str | list[str], image_size: int) -> ImagePairs:
-    """Pairs from webdataset shards whose samples hold an image (``jpg``, ``jpeg`` or
-    ``png``) and a ``txt`` caption. Only those two entries are decoded; nothing is
-    unpickled."""
-    import webdataset as wds
-
-    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(),
-                                wds.rename(jpg="jpg;jpeg;png", txt="txt", keep=False),
-                                wds.decode("pil"), wds.to_tuple("jpg", "txt"))
-    images, captions = [], []
-    for image, caption in pipeline:
-        images.append(load_image(image, image_size))
-        captions.append(caption)
-    return ImagePairs(_stack(images, str(urls)), captions)
-
-
-def karpathy_pairs(path: str | Path, image_size: int,
-                   image_root: str | Path | None = None) -> ImagePairs:
-    """Pairs from a COCO/Flickr30K Karpathy-style JSON list
-    ``[{"image": path, "caption": [..]}]`` (a str caption is one caption); image paths are
-    relative to ``image_root``, by default the JSON's folder."""
-    path = Path(path)
-    root = path.parent if image_root is None else Path(image_root)
-    entries = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(entries, list):
-        raise ValueError(f"{path} must hold a JSON list of {{'image', 'caption'}} objects")
-    images, captions = [], []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "image" not in entry or "caption" not in entry:
-            raise ValueError(f"{path}: entry {i} needs the keys 'image' and 'caption'")
-        caption = entry["caption"]
-        images.append(load_image(root / entry["image"], image_size))
-        captions.append([caption] if isinstance(caption, str) else list(caption))
-    return ImagePairs(_stack(images, str(path)), captions)

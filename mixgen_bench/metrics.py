@@ -3,13 +3,14 @@
 Retrieval follows CLIP_benchmark: with several captions per image, an image counts as
 found within the top k when any of its captions is, and a caption when its own image is.
 Ranks are 1-based. Comparisons across seeds use Student's t interval, which suits the
-handful of seeds a benchmark can afford.
+handful of seeds a benchmark can afford, clipped to the range the metric can take.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -99,32 +100,43 @@ def student_t_quantile(probability: float, df: int) -> float:
     return (low + high) / 2
 
 
-def mean_confidence_interval(values: Sequence[float],
-                             confidence: float = 0.95) -> dict[str, float | None]:
+def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95, *,
+                             bounds: tuple[float, float] = (-math.inf, math.inf),
+                             min_n: int = 2) -> dict[str, float | None]:
     """Mean, sample standard deviation and the Student t confidence interval of the mean.
 
-    With a single value the spread and interval are unknown and reported as None.
+    The interval is clipped to ``bounds``, the range the quantity can take (a recall in
+    [0, 100]): with few values a t interval can reach past it, and a range no value can
+    have says nothing. With fewer than ``min_n`` values (at least 2) the interval is None;
+    with one value the spread is None too.
     """
     if len(values) == 0:
         raise ValueError("values must not be empty")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 2:
+        raise ValueError(f"min_n must be an int >= 2, got {min_n!r}")
+    low_bound, high_bound = bounds
+    if not low_bound < high_bound:
+        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
     data = torch.tensor([float(v) for v in values], dtype=torch.float64)
     mean = float(data.mean())
-    if len(values) == 1:
-        return {"mean": mean, "std": None, "ci_low": None, "ci_high": None, "n": 1}
-    std = float(data.std())
+    std = float(data.std()) if len(values) > 1 else None
+    if len(values) < min_n:
+        return {"mean": mean, "std": std, "ci_low": None, "ci_high": None, "n": len(values)}
     half = student_t_quantile(0.5 + confidence / 2, len(values) - 1) * std / math.sqrt(len(values))
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
-            "n": len(values)}
+    return {"mean": mean, "std": std, "ci_low": max(mean - half, low_bound),
+            "ci_high": min(mean + half, high_bound), "n": len(values)}
 
 
 def paired_difference(treatment: Sequence[float], control: Sequence[float],
-                      confidence: float = 0.95) -> dict[str, float | None]:
+                      confidence: float = 0.95, **interval: Any) -> dict[str, float | None]:
     """Per-pair differences ``treatment - control`` (same seed, same data order) with
-    their mean and confidence interval: the comparison that cancels seed-to-seed noise."""
+    their mean and confidence interval: the comparison that cancels seed-to-seed noise.
+    ``interval`` takes :func:`mean_confidence_interval`'s ``bounds`` and ``min_n``."""
     if len(treatment) != len(control):
         raise ValueError(f"treatment has {len(treatment)} values but control has "
                          f"{len(control)}; pairs need one of each")
     differences = [float(t) - float(c) for t, c in zip(treatment, control, strict=True)]
-    return {**mean_confidence_interval(differences, confidence), "differences": differences}
+    return {**mean_confidence_interval(differences, confidence, **interval),
+            "differences": differences}

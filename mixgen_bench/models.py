@@ -18,8 +18,9 @@ from typing import Any
 import open_clip
 import torch
 
-import mixgen.open_clip_train  # noqa: F401  (registers mixgen-tiny and mixgen-small)
+import mixgen.open_clip_train
 from mixgen_bench.data import ImagePairs
+from mixgen_bench.errors import UsageError
 from mixgen_bench.metrics import retrieval_metrics
 
 LOCAL_DIR = "local-dir:"
@@ -34,7 +35,7 @@ def model_config(name: str) -> dict[str, Any]:
     """The open_clip configuration of a model name (``ValueError`` if unknown)."""
     config = open_clip.get_model_config(name)
     if config is None:
-        raise ValueError(f"--model {name!r} is not an open_clip model; "
+        raise UsageError(f"--model {name!r} is not an open_clip model; "
                          f"known: {', '.join(open_clip.list_models())}")
     return config
 
@@ -68,19 +69,28 @@ def prepare_model(options: argparse.Namespace, folder: Path) -> str:
     return LOCAL_DIR + str(directory)
 
 
+def check_pretrained(name: str, options: argparse.Namespace) -> None:
+    """Refuse a ``--pretrained`` file that is missing, that torch cannot load with
+    ``weights_only=True``, or whose tensors do not fit the model ``name`` (the trainer's
+    check), before any run starts."""
+    if options.pretrained is not None:
+        mixgen.open_clip_train.check_pretrained(
+            options.pretrained, name, force_image_size=options.image_size,
+            force_context_length=options.context_length)
+
+
 def load_model(name: str, options: argparse.Namespace, checkpoint: Path | None, seed: int,
                device: torch.device) -> tuple[torch.nn.Module, Any]:
     """The model ``name`` as the trainer builds it with this ``seed`` (and ``--pretrained``),
     with ``checkpoint``'s weights when given; and its tokenizer."""
     torch.manual_seed(seed)  # the trainer's initial weights, for runs of 0 steps
-    pretrained = None
-    if checkpoint is None and options.pretrained is not None and not name.startswith(LOCAL_DIR):
-        pretrained = str(options.pretrained)
-    model = open_clip.create_model(name, pretrained=pretrained,
-                                   force_image_size=options.image_size,
+    local = name.startswith(LOCAL_DIR)  # open_clip ignores pretrained= for a model folder
+    weights = checkpoint if checkpoint is not None else options.pretrained
+    model = open_clip.create_model(name, pretrained=None if local or weights is None
+                                   else str(weights), force_image_size=options.image_size,
                                    force_context_length=options.context_length,
                                    device=device, output_dict=True)
-    if checkpoint is not None:
+    if local and checkpoint is not None:
         open_clip.load_checkpoint(model, str(checkpoint), weights_only=True, device=device)
     tokenizer = open_clip.get_tokenizer(name, context_length=options.context_length)
     return model, tokenizer

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from mixgen import MixGenConfig
+from mixgen_bench.errors import UsageError
 
 MIXGEN_OPTIONS = MixGenConfig.flag_fields()
 """MixGen's options an arm may set; each is the trainer flag ``--mixgen-<name>``."""
+PROG = "mixgen-clip-retrieval"
 LOSS_TARGETS = ("soft", "mask")
 """``mixgen.losses.MixGenClipLoss`` targets (the trainer's ``--mixgen-loss``); an arm
 without one trains with open_clip's ``ClipLoss``."""
@@ -35,25 +37,31 @@ class Arm:
 
     @classmethod
     def from_dict(cls, name: str, spec: dict[str, Any]) -> Arm:
+        if not isinstance(spec, dict):
+            raise UsageError(f"arm {name!r} must be a JSON object, got {spec!r}")
         unknown = set(spec) - {"mixgen", "off_epoch", "loss_targets"}
         if unknown:
-            raise ValueError(f"arm {name!r} has unknown keys {sorted(unknown)}; use 'mixgen' "
+            raise UsageError(f"arm {name!r} has unknown keys {sorted(unknown)}; use 'mixgen' "
                              f"(MixGen options or null), 'off_epoch', 'loss_targets'")
         return cls(name=name, **spec)
 
     def validate(self) -> None:
-        """Refuse bad MixGen options now, not after hours of training."""
+        """Refuse bad MixGen options now, not after hours of training (``ValueError`` or
+        ``TypeError`` naming the option)."""
         if self.mixgen is None:
             if self.off_epoch is not None or self.loss_targets is not None:
-                raise ValueError(f"arm {self.name!r} sets off_epoch or loss_targets "
-                                 f"without MixGen options")
+                raise ValueError("off_epoch or loss_targets set without MixGen options")
             return
         unknown = set(self.mixgen) - set(MIXGEN_OPTIONS)
         if unknown:
-            raise ValueError(f"arm {self.name!r}: unknown MixGen options {sorted(unknown)}; "
+            raise ValueError(f"unknown MixGen options {sorted(unknown)}; "
                              f"known: {', '.join(MIXGEN_OPTIONS)}")
+        if self.off_epoch is not None and (isinstance(self.off_epoch, bool) or not
+                                           isinstance(self.off_epoch, int) or self.off_epoch < 0):
+            raise ValueError(f"off_epoch (--mixgen-off-epoch) must be an int >= 0, "
+                             f"got {self.off_epoch!r}")
         if self.loss_targets is not None and self.loss_targets not in LOSS_TARGETS:
-            raise ValueError(f"arm {self.name!r}: loss_targets must be one of {LOSS_TARGETS}, "
+            raise ValueError(f"loss_targets must be one of {LOSS_TARGETS}, "
                              f"got {self.loss_targets!r}")
         MixGenConfig(**self.mixgen)
 
@@ -81,7 +89,8 @@ def command_line_arms(options: argparse.Namespace) -> dict[str, Arm]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mixgen-clip-retrieval", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, usage="%(prog)s [options]  (--help lists them)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Does MixGen help CLIP retrieval on this data with this model? Train "
         "every arm through mixgen.open_clip_train with paired seeds, evaluate the "
         "checkpoints on held-out pairs, report means and paired differences with 95% CIs.")
@@ -97,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", type=Path, default=Path("bench_out"), help="output folder")
     data = parser.add_argument_group("data")
     data.add_argument("--data", default="shapes", help="shapes | digits (procedural) | "
-                      "csv:PATH (filepath,title) | wds:PATTERN (jpg/png + txt shards)")
+                      "csv:PATH (open_clip_train's CSV; image paths relative to its folder) "
+                      "| wds:PATTERN (shards of jpg/png/jpeg/webp + txt samples)")
+    data.add_argument("--csv-separator", default="\t", help="as open_clip_train's")
+    data.add_argument("--csv-img-key", default="filepath", help="as open_clip_train's")
+    data.add_argument("--csv-caption-key", default="title", help="as open_clip_train's")
     data.add_argument("--eval-json", type=Path, help="evaluate on a Karpathy-style JSON "
                       "[{'image': path, 'caption': [..]}] instead of held-out data")
     data.add_argument("--eval-image-root", type=Path, help="folder the --eval-json image "
@@ -173,18 +186,32 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     extra_arms: dict[str, Any] = {}
     if options.config is not None:
-        defaults = json.loads(options.config.read_text())
+        defaults = read_config(options.config)
         extra_arms = defaults.pop("arms", {})
         for key, value in defaults.items():
             if isinstance(value, list):
                 defaults[key] = ",".join(map(str, value))
         unknown = set(defaults) - set(vars(parser.parse_args([])))
         if unknown:
-            raise ValueError(f"--config {options.config}: unknown options {sorted(unknown)}")
+            raise UsageError(f"--config {options.config}: unknown options {sorted(unknown)}")
         parser.set_defaults(**defaults)
         options = parser.parse_args(argv)
     options.arm_specs = extra_arms
     return options
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The ``--config`` file's JSON object."""
+    if not path.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        defaults = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--config {path} is not valid JSON: {error}") from None
+    if not isinstance(defaults, dict) or not isinstance(defaults.get("arms", {}), dict):
+        raise UsageError(f"--config {path} must hold a JSON object of options, with 'arms' "
+                         f"an object of arms")
+    return defaults
 
 
 def resolve_arms(options: argparse.Namespace) -> list[Arm]:
@@ -192,19 +219,27 @@ def resolve_arms(options: argparse.Namespace) -> list[Arm]:
     arms = command_line_arms(options)
     arms.update({name: Arm.from_dict(name, spec) for name, spec in options.arm_specs.items()})
     names = [name for name in options.arms.split(",") if name]
-    missing = [name for name in [*names, options.reference] if name not in arms]
-    if missing:
-        raise ValueError(f"unknown arms {missing}; defined: {sorted(arms)}")
+    for flag, listed in (("--arms", names), ("--reference", [options.reference])):
+        unknown = [name for name in listed if name not in arms]
+        if unknown:
+            raise UsageError(f"{flag}: unknown arm {unknown[0]!r}; defined: "
+                             f"{', '.join(sorted(arms))} (more in a --config file)")
     if options.reference not in names:
         names.insert(0, options.reference)
     for name in names:
-        arms[name].validate()
+        try:
+            arms[name].validate()
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"arm {name!r}: {error}") from error
     return [arms[name] for name in names]
 
 
 def int_list(text: str, name: str) -> list[int]:
-    """``"1,2,3"`` -> ``[1, 2, 3]`` (``ValueError`` naming ``name`` when empty)."""
-    values = [int(v) for v in str(text).split(",") if v.strip()]
+    """``"1,2,3"`` -> ``[1, 2, 3]`` (:class:`UsageError` naming ``name`` otherwise)."""
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{name} must be comma-separated integers, got {text!r}") from None
     if not values:
-        raise ValueError(f"{name} must list at least one integer, got {text!r}")
+        raise UsageError(f"{name} must list at least one integer, got {text!r}")
     return values

@@ -1,6 +1,9 @@
 """The harness's report: per size and arm, each metric's mean with a 95% confidence
 interval over seeds and its paired difference (same seed) to the reference arm, as
-``results.json``, a Markdown table (``results.md``) and a plot (``results.png``)."""
+``results.json``, a Markdown table (``results.md``) and a plot (``results.png``).
+
+Intervals are Student t intervals over seeds, shown from :data:`MIN_SEEDS` seeds on and
+clipped to the range the metric can take (:func:`metric_bounds`)."""
 
 from __future__ import annotations
 
@@ -8,52 +11,103 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mixgen_bench.metrics import mean_confidence_interval, paired_difference
+from mixgen_bench.metrics import mean_confidence_interval, paired_difference, student_t_quantile
 from mixgen_bench.options import Arm
 
 METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "i2t_mean_rank", "i2t_median_rank",
            "t2i_R@1", "t2i_R@5", "t2i_R@10", "t2i_mean_rank", "t2i_median_rank")
+VERDICT_METRICS = ("i2t_R@1", "t2i_R@1")
+MIN_SEEDS = 3
+"""Fewer seeds give no interval: with 2, a 95% t interval spans 12.7 standard errors on
+each side of the mean, wider than any difference worth reporting."""
+INTERVAL_METHOD = (f"Student t interval of the mean over seeds (of the per-seed "
+                   f"differences for a paired difference), from {MIN_SEEDS} seeds on, clipped "
+                   f"to the metric's range")
+
+
+def metric_bounds(num_images: int, num_texts: int) -> dict[str, tuple[float, float]]:
+    """The range of each metric on a held-out set: R@k in [0, 100], an image's rank among
+    ``num_texts`` captions, a caption's among ``num_images`` images."""
+    candidates = {"i2t": num_texts, "t2i": num_images}
+    return {m: (0.0, 100.0) if "_R@" in m else (1.0, float(candidates[m[:3]])) for m in METRICS}
 
 
 def summarize(runs: list[dict], arms: list[Arm], sizes: list[int], seeds: list[int],
-              reference: str) -> dict[str, Any]:
+              reference: str, bounds: dict[str, tuple[float, float]]) -> dict[str, Any]:
     """Per size and arm: each metric's mean and 95% CI over seeds, and its paired
-    difference (same seed) to the reference arm."""
+    difference (same seed) to the reference arm, intervals clipped to ``bounds``."""
     by_key = {(r["arm"], r["size"], r["seed"]): r["metrics"] for r in runs}
+    spans = {m: (low - high, high - low) for m, (low, high) in bounds.items()}
     summary: dict[str, dict] = {}
     paired: dict[str, dict] = {}
     for size in sizes:
         summary[str(size)], paired[str(size)] = {}, {}
         for arm in arms:
             values = {m: [by_key[(arm.name, size, s)][m] for s in seeds] for m in METRICS}
-            summary[str(size)][arm.name] = {m: mean_confidence_interval(v)
-                                            for m, v in values.items()}
+            summary[str(size)][arm.name] = {
+                m: {**mean_confidence_interval(v, bounds=bounds[m], min_n=MIN_SEEDS),
+                    "values": v}
+                for m, v in values.items()}
             if arm.name != reference:
                 paired[str(size)][arm.name] = {
                     m: paired_difference(values[m],
-                                         [by_key[(reference, size, s)][m] for s in seeds])
+                                         [by_key[(reference, size, s)][m] for s in seeds],
+                                         bounds=spans[m], min_n=MIN_SEEDS)
                     for m in METRICS}
     return {"reference": reference, "sizes": sizes, "seeds": seeds, "runs": runs,
-            "summary": summary, "paired": paired}
+            "summary": summary, "paired": paired,
+            "interval": {"method": INTERVAL_METHOD, "min_seeds": MIN_SEEDS, "bounds": bounds}}
 
 
 def interval(stats: dict) -> str:
-    """``mean [low, high]`` to one decimal (no ``-0.0``); the mean alone for one seed."""
+    """``mean [low, high]`` to one decimal (no ``-0.0``); the mean alone without interval."""
     mean, low, high = (None if v is None else round(v, 1) + 0.0
                        for v in (stats["mean"], stats["ci_low"], stats["ci_high"]))
     return f"{mean:.1f}" if low is None else f"{mean:.1f} [{low:.1f}, {high:.1f}]"
 
 
+def intervals_note(seeds: int) -> str:
+    """What the brackets are, or why there are none."""
+    if seeds >= MIN_SEEDS:
+        return "Mean [95% CI] over seeds (Student t, clipped to the metric's range)"
+    width = (f": with 2 a 95% t interval reaches {student_t_quantile(0.975, 1):.1f} standard "
+             f"errors either side of the mean" if seeds == 2 else "")
+    return (f"Means over seeds, no confidence intervals: they need at least {MIN_SEEDS} "
+            f"seeds{width}")
+
+
+def verdicts(results: dict[str, Any], size: int) -> list[str]:
+    """One sentence per other arm and R@1 metric: better, worse, no difference seen, or
+    not enough seeds to tell."""
+    reference, lines = results["reference"], []
+    for name, metrics in results["paired"][str(size)].items():
+        for metric in VERDICT_METRICS:
+            stats = metrics[metric]
+            head = f"- {name} - {reference}, {metric}: {interval(stats)} points:"
+            if stats["ci_low"] is None:
+                lines.append(f"{head} not enough seeds to tell (give at least {MIN_SEEDS}).")
+            elif stats["ci_low"] > 0:
+                lines.append(f"{head} {name} is better (the 95% CI lies above 0).")
+            elif stats["ci_high"] < 0:
+                lines.append(f"{head} {name} is worse (the 95% CI lies below 0).")
+            else:
+                lines.append(f"{head} no difference seen (the 95% CI holds 0); more seeds or "
+                             f"held-out pairs narrow it.")
+    return lines
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """Per size: metric means with 95% CIs per arm and paired differences; then every run."""
+    """Per size: metric means with 95% CIs per arm and paired differences, and a verdict
+    per arm; then every run."""
     reference, lines = results["reference"], []
     arm_names = list(results["arms"])
     others = [name for name in arm_names if name != reference]
     for size in results["sizes"]:
         summary, paired = results["summary"][str(size)], results["paired"][str(size)]
         lines += [f"Training pairs: {size}; held-out pairs: {results['held_out_pairs']}; "
-                  f"seeds: {', '.join(map(str, results['seeds']))}. Mean [95% CI] over "
-                  f"seeds; R@k in %, ranks lower is better.", "",
+                  f"seeds: {', '.join(map(str, results['seeds']))}. "
+                  f"{intervals_note(len(results['seeds']))}. R@k in %, ranks lower is "
+                  f"better.", "",
                   "| metric | " + " | ".join(arm_names) + " | "
                   + " | ".join(f"{name} - {reference}" for name in others) + " |",
                   "|---" * (1 + len(arm_names) + len(others)) + "|"]
@@ -61,7 +115,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             cells = [interval(summary[name][metric]) for name in arm_names]
             cells += [interval(paired[name][metric]) for name in others]
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", *verdicts(results, size), ""]
     lines += ["| arm | pairs | seed | " + " | ".join(METRICS) + " | train s |",
               "|---" * (4 + len(METRICS)) + "|"]
     for run in results["runs"]:
@@ -71,9 +125,10 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    """R@1 of every arm against training-set size (top) and the paired difference to
-    the reference arm (bottom, when there are other arms), with 95% CIs."""
+def plot(results: dict[str, Any]) -> Any:
+    """A matplotlib figure: R@1 of every arm against training-set size (top) and the
+    paired difference to the reference arm (bottom, when there are other arms); every seed
+    as a dot, the mean as a line, the 95% CI as bars (from :data:`MIN_SEEDS` seeds on)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,21 +136,27 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     sizes, reference = results["sizes"], results["reference"]
     others = [name for name in results["arms"] if name != reference]
-    panels = [(results["summary"], list(results["arms"]), "{metric} (%)")]
+    panels = [(results["summary"], list(results["arms"]), "values", "{metric} (%)")]
     if others:
-        panels.append((results["paired"], others, f"{{metric}} - {reference}"))
+        panels.append((results["paired"], others, "differences", f"{{metric}} - {reference}"))
     figure, axes = plt.subplots(len(panels), 2, figsize=(10, 3.5 * len(panels)),
                                 sharex=True, squeeze=False)
-    for row, (table, names, label) in enumerate(panels):
-        for column, metric in enumerate(("i2t_R@1", "t2i_R@1")):
+    for row, (table, names, per_seed, label) in enumerate(panels):
+        for column, metric in enumerate(VERDICT_METRICS):
             axis = axes[row, column]
-            for name in names:
+            for index, name in enumerate(names):
                 stats = [table[str(size)][name][metric] for size in sizes]
+                shift = 2 ** (0.06 * (index - (len(names) - 1) / 2))  # arms side by side
+                xs = [size * shift for size in sizes]
                 means = [s["mean"] for s in stats]
                 errors = [[0 if s["ci_low"] is None else s["mean"] - s["ci_low"] for s in stats],
                           [0 if s["ci_high"] is None else s["ci_high"] - s["mean"]
                            for s in stats]]
-                axis.errorbar(sizes, means, yerr=errors, marker="o", capsize=4, label=name)
+                line = axis.errorbar(xs, means, yerr=errors, marker="_", markersize=12,
+                                     capsize=4, label=name)
+                dots = [(x, value) for x, s in zip(xs, stats, strict=True) for value in s[per_seed]]
+                axis.scatter(*zip(*dots, strict=True), s=12, alpha=0.6,
+                             color=line[0].get_color())
             if row == 1:
                 axis.axhline(0, color="grey", linewidth=1)
             axis.set_xscale("log", base=2)
@@ -104,10 +165,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
             axis.grid(alpha=0.3)
     for axis in axes[-1]:
         axis.set_xlabel("training pairs")
-    figure.suptitle("Held-out retrieval, mean and 95% CI over seeds")
+    seeds = len(results["seeds"])
+    shown = "95% CI" if seeds >= MIN_SEEDS else f"no CI with {seeds} seed{'s' * (seeds > 1)}"
+    figure.suptitle(f"Held-out retrieval: dots are seeds, bars the mean ({shown})")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    plt.close(figure)  # drawn and saved by the caller, not shown
+    return figure
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> str:
@@ -116,5 +179,5 @@ def write_outputs(results: dict[str, Any], out: Path) -> str:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     table = markdown_table(results)
     (out / "results.md").write_text(table)
-    plot(results, out / "results.png")
+    plot(results).savefig(out / "results.png", dpi=100)
     return table

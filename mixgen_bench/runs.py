@@ -28,11 +28,14 @@ from typing import Any
 import torch
 
 from mixgen_bench.data import ImagePairs
+from mixgen_bench.errors import UsageError
 from mixgen_bench.models import evaluate, load_model
 from mixgen_bench.options import Arm
 from mixgen_bench.sources import CAPTION_KEY, CSV_SEPARATOR, IMAGE_KEY
 
 TRAINER = "mixgen.open_clip_train"
+USAGE_STATUS = 2
+"""The trainer's exit status for a bad flag or file (argparse's)."""
 LATEST = "epoch_latest.pt"
 ADAM = ("--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6")
 """AdamW as CLIP trains ViTs; open_clip_train picks these only for model names containing
@@ -61,11 +64,11 @@ def steps_per_epoch(size: int, options: argparse.Namespace) -> int:
     under torchrun each process gets ``ceil(size / processes)`` pairs."""
     processes = options.nproc_per_node
     if processes < 1 or options.batch_size % processes:
-        raise ValueError(f"--batch-size {options.batch_size} must split evenly over "
+        raise UsageError(f"--batch-size {options.batch_size} must split evenly over "
                          f"--nproc-per-node {processes} processes")
     steps = math.ceil(size / processes) // (options.batch_size // processes)
     if steps < 1:
-        raise ValueError(f"--batch-size {options.batch_size} is larger than {size} "
+        raise UsageError(f"--batch-size {options.batch_size} is larger than {size} "
                          f"training pairs")
     return steps
 
@@ -77,7 +80,7 @@ def budget(size: int, options: argparse.Namespace) -> tuple[int, int]:
     if options.steps is None:
         return options.epochs, options.epochs * per_epoch
     if options.steps % per_epoch:
-        raise ValueError(f"--steps {options.steps} is not a whole number of epochs at {size} "
+        raise UsageError(f"--steps {options.steps} is not a whole number of epochs at {size} "
                          f"pairs ({per_epoch} steps per epoch of --batch-size "
                          f"{options.batch_size})")
     return options.steps // per_epoch, options.steps
@@ -147,6 +150,10 @@ def train(run: Run, options: argparse.Namespace, model: str, train_csv: Path) ->
     with (folder / "console.txt").open("a") as console:
         completed = subprocess.run(command, cwd=out, env=env, stdout=console,
                                    stderr=subprocess.STDOUT, check=False)
+    if completed.returncode == USAGE_STATUS:  # the trainer refused a flag: say why, in one line
+        last = (folder / "console.txt").read_text().strip().splitlines()[-1:]
+        raise UsageError(f"run {run.name}: the trainer refused its command line: "
+                         f"{''.join(last)} (see {folder / 'command.txt'})")
     if completed.returncode != 0:
         tail = (folder / "console.txt").read_text().splitlines()[-20:]
         raise RuntimeError(f"run {run.name} failed (exit {completed.returncode}); "
@@ -162,6 +169,7 @@ def run_one(run: Run, options: argparse.Namespace, model: str, train_csv: Path,
             held_out: ImagePairs) -> dict[str, Any]:
     """Train and evaluate ``run``; return its record. ``--steps 0`` only evaluates the
     initial (or ``--pretrained``) model."""
+    started = time.perf_counter()
     epochs, steps = budget(run.size, options) if options.steps != 0 else (0, 0)
     trained = train(run, options, model, train_csv) if steps else {
         "final": None, "resumed_from": 0, "train_seconds": 0.0}
@@ -177,5 +185,6 @@ def run_one(run: Run, options: argparse.Namespace, model: str, train_csv: Path,
             trained["final"].unlink()
     return {"arm": run.arm.name, "size": run.size, "seed": run.seed, "epochs": epochs,
             "steps": steps, "resumed_from": trained["resumed_from"],
-            "train_seconds": trained["train_seconds"], "checkpoint": checkpoint,
+            "train_seconds": trained["train_seconds"],
+            "seconds": time.perf_counter() - started, "checkpoint": checkpoint,
             "metrics": metrics}

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from torchvision.io import write_png
 
-from mixgen_bench.data import ImagePairs, csv_pairs, karpathy_pairs, shapes, wds_pairs
+from mixgen_bench.data import ImagePairs, shapes
+from mixgen_bench.errors import UsageError
+from mixgen_bench.readers import csv_pairs, karpathy_pairs, wds_pairs
 
 CSV_SEPARATOR = "\t"
 IMAGE_KEY, CAPTION_KEY = "filepath", "title"
@@ -25,7 +27,8 @@ IMAGE_KEY, CAPTION_KEY = "filepath", "title"
 
 def load_data(options: argparse.Namespace, train_size: int) -> tuple[ImagePairs, ImagePairs]:
     """``(train, held_out)``: at least ``train_size`` training pairs; smaller sizes of a
-    sweep use its first pairs."""
+    sweep use its first pairs. Pairs skipped while reading (images that do not decode)
+    are listed in ``train.skipped`` and ``held_out.skipped``."""
     size, kind = options.image_size, options.data
     if kind in ("shapes", "digits"):
         if kind == "shapes":
@@ -37,15 +40,23 @@ def load_data(options: argparse.Namespace, train_size: int) -> tuple[ImagePairs,
                     make(options.eval_size, "test", size, options.data_seed))
     elif kind.startswith(("csv:", "wds:")):
         source = kind.split(":", 1)[1]
-        pairs = csv_pairs(source, size) if kind.startswith("csv:") else wds_pairs(source, size)
-        keep = len(pairs) - (0 if options.eval_json else options.eval_size)
-        if keep < train_size:
-            raise ValueError(f"--data {kind} holds {len(pairs)} pairs: too few for "
-                             f"{train_size} training pairs and --eval-size {options.eval_size}")
-        train = ImagePairs(pairs.images[:keep], pairs.captions[:keep])
+        pairs = (csv_pairs(source, size, img_key=options.csv_img_key,
+                           caption_key=options.csv_caption_key, sep=options.csv_separator,
+                           name=f"--data {kind}")
+                 if kind.startswith("csv:") else wds_pairs(source, size, f"--data {kind}"))
+        held = 0 if options.eval_json else options.eval_size
+        if len(pairs) - held < train_size:
+            skipped = (f" ({len(pairs.skipped)} more skipped: their image does not decode)"
+                       if pairs.skipped else "")
+            raise UsageError(f"--data {kind} holds {len(pairs)} pairs{skipped}: too few for "
+                             f"{train_size} training pairs (the largest of --sizes) and "
+                             f"{held} held out (--eval-size)")
+        keep = len(pairs) - held
+        train = ImagePairs(pairs.images[:keep], pairs.captions[:keep], pairs.skipped)
         held_out = ImagePairs(pairs.images[keep:], pairs.captions[keep:])
     else:
-        raise ValueError(f"--data must be shapes, digits, csv:PATH or wds:PATTERN; got {kind!r}")
+        raise UsageError(f"--data must be shapes, digits, csv:PATH or wds:PATTERN; "
+                         f"got {kind!r}")
     if options.eval_json:
         held_out = karpathy_pairs(options.eval_json, size, options.eval_image_root)
     return train, held_out

@@ -9,17 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mixgen_bench.data import (
-    COLOURS,
-    HELD_OUT_BUCKETS,
-    POSITIONS,
-    ImagePairs,
-    csv_pairs,
-    karpathy_pairs,
-    load_image,
-    shapes,
-    wds_pairs,
-)
+from mixgen_bench.data import COLOURS, HELD_OUT_BUCKETS, POSITIONS, ImagePairs, shapes
+from mixgen_bench.readers import csv_pairs, karpathy_pairs, load_image, wds_pairs
 
 OBJECT = r"a (small|large) (\w+) (\w+) (?:at|in) the ([a-z ]+?)"
 CAPTION = re.compile(rf"^{OBJECT}(?:(?:, | and ){OBJECT})*$")
@@ -103,15 +94,25 @@ def test_csv_pairs(tmp_path):
     (tmp_path / "img").mkdir()
     solid(tmp_path / "img" / "a.png", (10, 20, 30))
     solid(tmp_path / "img" / "b.png", (200, 100, 0))
-    (tmp_path / "train.csv").write_text('filepath,title\nimg/a.png,"a dark, blue thing"\n'
-                                        "img/b.png,an orange thing\n")
+    (tmp_path / "train.csv").write_text("filepath\ttitle\nimg/a.png\ta dark, blue thing\n"
+                                        "img/b.png\t42\n")  # open_clip str()s captions
     pairs = csv_pairs(tmp_path / "train.csv", 8)
-    assert pairs.captions == ["a dark, blue thing", "an orange thing"]
+    assert pairs.captions == ["a dark, blue thing", "42"] and pairs.skipped == []
     assert pairs.images.shape == (2, 3, 8, 8)
     assert pairs.images[0, :, 3, 3].tolist() == [10, 20, 30]
     assert pairs.images[1, :, 3, 3].tolist() == [200, 100, 0]
-    with pytest.raises(ValueError, match="no column 'caption'"):
-        csv_pairs(tmp_path / "train.csv", 8, caption_key="caption")
+    (tmp_path / "comma.csv").write_text('path,caption\nimg/b.png,"orange, bright"\n')
+    pairs = csv_pairs(tmp_path / "comma.csv", 8, img_key="path", caption_key="caption", sep=",")
+    assert pairs.captions == ["orange, bright"]
+
+
+def test_csv_pairs_skips_and_lists_images_that_do_not_decode(tmp_path):
+    solid(tmp_path / "a.png", (10, 20, 30))
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    (tmp_path / "train.csv").write_text("filepath\ttitle\nb.png\tbroken\na.png\tfine\n")
+    pairs = csv_pairs(tmp_path / "train.csv", 8)
+    assert pairs.captions == ["fine"] and len(pairs.images) == 1
+    assert pairs.skipped == [f"{tmp_path / 'train.csv'}, line 2: b.png (not an image)"]
 
 
 # webdataset leaves the shard's file to the garbage collector to close
@@ -119,7 +120,8 @@ def test_csv_pairs(tmp_path):
                             "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_wds_pairs_reads_images_and_captions_only(tmp_path):
     wds = pytest.importorskip("webdataset")
-    samples = [("png", (0, 255, 0), "green"), ("jpg", (255, 255, 255), "white")]
+    samples = [("png", (0, 255, 0), "green"), ("jpg", (255, 255, 255), "white"),
+               ("webp", (0, 0, 255), "blue")]
     with wds.TarWriter(str(tmp_path / "shard-000000.tar")) as sink:
         for i, (ext, colour, text) in enumerate(samples):
             path = tmp_path / f"{i}.{ext}"
@@ -127,10 +129,17 @@ def test_wds_pairs_reads_images_and_captions_only(tmp_path):
             # a pickle entry that must not be decoded: these bytes would fail to unpickle
             sink.write({"__key__": f"{i:04d}", ext: path.read_bytes(), "txt": text,
                         "pyd": b"not a pickle"})
+        sink.write({"__key__": "broken", "png": b"not an image", "txt": "skipped"})
+        sink.write({"__key__": "mute", "png": (tmp_path / "0.png").read_bytes()})
     pairs = wds_pairs(str(tmp_path / "shard-{000000..000000}.tar"), 6)
-    assert pairs.captions == ["green", "white"]
+    assert pairs.captions == ["green", "white", "blue"]
     assert pairs.images[0, :, 2, 2].tolist() == [0, 255, 0]
     assert all(abs(v - 255) <= 2 for v in pairs.images[1, :, 2, 2].tolist())  # JPEG
+    shard = tmp_path / "shard-000000.tar"
+    assert pairs.skipped == [f"{shard}: sample 'broken' (not an image)",
+                             f"{shard}: sample 'mute' (no txt)"]
+    with pytest.raises(ValueError, match=r": no such file .*shard-000001.tar$"):
+        wds_pairs(str(tmp_path / "shard-{000000..000001}.tar"), 6)
     gc.collect()  # the unclosed-file warning fires here, under this test's filter
 
 

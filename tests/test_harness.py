@@ -67,7 +67,8 @@ def test_benchmark_outputs_paired_arms_and_resume(tmp_path, capsys):
         paired = results["paired"]["64"]["mixgen"][metric]
         assert paired["differences"] == pytest.approx([m - b for m, b in zip(mixed, base,
                                                                             strict=True)])
-        assert results["summary"]["64"]["baseline"][metric] == mean_confidence_interval(base)
+        assert results["summary"]["64"]["baseline"][metric] == {
+            **mean_confidence_interval(base, min_n=3), "values": base}  # 2 seeds: no CI
     table = (out / "results.md").read_text()
     assert table in capsys.readouterr().out
     assert "| i2t_R@1 |" in table and "mixgen - baseline" in table
@@ -172,10 +173,10 @@ def test_minilm_text_tower_loads_offline(tmp_path):
 
 
 def test_data_options_and_training_files(tmp_path):
-    rows = ["filepath,title"]
+    rows = ["filepath\ttitle"]  # open_clip_train's CSV: tab-separated
     for i in range(10):
         Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / f"{i}.png")
-        rows.append(f"{i}.png,red level {i}")
+        rows.append(f"{i}.png\tred level {i}")
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     options = parse_options(["--data", f"csv:{tmp_path / 'pairs.csv'}", "--eval-size", "3",
                              "--image-size", "4"])
@@ -203,27 +204,7 @@ def test_data_options_and_training_files(tmp_path):
     assert len(train) == 6 and len(held_out) == 5 and train.images.shape[-1] == 24
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--arms", "baseline,nope"], "unknown arms"),
-    (["--data", "parquet:x"], "--data must be"),
-    (["--pairing", "random"], "pairing must be one of"),
-    (["--batch-size", "128"], "larger than 64 training pairs"),
-    (["--steps", "6"], "--steps 6 is not a whole number of epochs"),
-])
-def test_bad_options_raise_before_training(tmp_path, argv, message):
-    with pytest.raises(ValueError, match=message):
-        harness.main([*TINY, "--out", str(tmp_path), *argv])
-    assert not (tmp_path / "logs").exists()
-
-
-def test_config_file_rejects_unknown_keys(tmp_path):
-    config = tmp_path / "bad.json"
-    config.write_text(json.dumps({"epochz": 3}))
-    with pytest.raises(ValueError, match="unknown options"):
-        parse_options(["--config", str(config)])
-    config.write_text(json.dumps({"arms": {"x": {"mixgen": None, "lr": 1}}}))
-    with pytest.raises(ValueError, match="unknown keys"):
-        harness.main([*TINY, "--out", str(tmp_path), "--config", str(config)])
+def test_arm_validation_names_the_option():
     with pytest.raises(ValueError, match="unknown MixGen options"):
         Arm("y", {"inplace": True}).validate()  # no flag of the trainer
     with pytest.raises(ValueError, match="without MixGen options"):
