@@ -35,6 +35,10 @@ class MixGenInfo:
     drawn: mixing reads the indices. An inconsistent info (lengths, ops without their
     boxes or choices, indices outside the batch, two pairs writing one row) raises at
     construction.
+
+    With ``pairing="previous"`` the partners are not in the batch: ``partner[k]`` is a row
+    of the previous batch (:attr:`partner_in_batch` is False), which the kernels take as
+    ``partners=``; such an info cannot be replayed on its batch alone.
     """
 
     batch_size: int
@@ -81,6 +85,12 @@ class MixGenInfo:
     @property
     def num_pairs(self) -> int:
         return int(self.source.numel())
+
+    @property
+    def partner_in_batch(self) -> bool:
+        """Whether the partners are rows of this batch (False for ``pairing="previous"``:
+        rows of the previous batch, whose own pairs are not in this one)."""
+        return self.pairing != "previous"
 
     @property
     def applied(self) -> bool:
@@ -133,7 +143,8 @@ class HostRows(NamedTuple):
     def read(cls, info: MixGenInfo) -> HostRows:
         source, partner, lam = info.source.tolist(), info.partner.tolist(), info.lam.tolist()
         m = len(source)
-        halves = source == list(range(m)) and partner == list(range(m, 2 * m))
+        halves = (info.partner_in_batch and source == list(range(m))
+                  and partner == list(range(m, 2 * m)))
         common = lam[0] if lam and lam.count(lam[0]) == m else None
         return cls(_targets(info, source), source, partner, lam, halves, common)
 
@@ -177,8 +188,10 @@ def count_pairs(batch_size: int, *, ratio: float | None, num_pairs: int | None,
 
     A fraction rounds down, so a last batch too small to pair gets no pairs and passes
     through unchanged. An absolute ``num_pairs`` that the batch cannot hold is an error.
+    With ``pairing="previous"`` this is the number of sources, at most the batch; the
+    previous batch may allow fewer pairs (:func:`draw`).
     """
-    if batch_size < 2:
+    if batch_size < (1 if pairing == "previous" else 2):
         return 0
     if num_pairs is None:
         fraction = DEFAULT_RATIO if ratio is None else ratio
@@ -200,7 +213,9 @@ def sample_pairs(batch_size: int, num_pairs: int, pairing: str,
     - ``permute``: a random single-cycle permutation of the batch, so every sample is a
       partner at most once and never its own; the first M samples of the cycle are mixed;
     - ``roll``: i with i - 1 (torchvision's MixUp; shuffle your batches);
-    - ``flip``: i with B - 1 - i (timm); for odd B the middle sample has no partner.
+    - ``flip``: i with B - 1 - i (timm); for odd B the middle sample has no partner;
+    - ``previous``: i with row i of the previous batch (its kept rows, see
+      :class:`mixgen.batch.BatchMixer`): partner indices are rows of that batch.
     """
     check_choice("pairing", pairing, PAIRINGS)
     m = num_pairs
@@ -210,6 +225,9 @@ def sample_pairs(batch_size: int, num_pairs: int, pairing: str,
     if pairing == "permute":
         cycle = torch.randperm(batch_size, generator=generator)
         return cycle[:m], cycle.roll(-1)[:m]
+    if pairing == "previous":
+        source = torch.arange(m)
+        return source, source.clone()
     if pairing == "roll":
         source = torch.arange(m)
         return source, (source - 1) % batch_size
@@ -252,13 +270,17 @@ def sample_boxes(lam: Tensor, height: int, width: int,
 
 
 def draw(config: MixGenConfig, batch_size: int, image_size: tuple[int, int],
-         generator: torch.Generator | None = None) -> MixGenInfo:
+         generator: torch.Generator | None = None, *, partner_rows: int = 0) -> MixGenInfo:
     """Draw everything one MixGen call needs, in a fixed order, from ``generator``.
 
-    ``image_size`` is ``(H, W)`` of the images, used for cutmix boxes.
+    ``image_size`` is ``(H, W)`` of the images, used for cutmix boxes. With
+    ``pairing="previous"``, ``partner_rows`` is the number of rows kept of the previous
+    batch: there are at most that many pairs (none for a first batch).
     """
     count = count_pairs(batch_size, ratio=config.ratio, num_pairs=config.num_pairs,
                         pairing=config.pairing)
+    if config.pairing == "previous":
+        count = min(count, partner_rows)
     if config.p < 1.0 and float(torch.rand((), generator=generator)) >= config.p:
         count = 0
     source, partner = sample_pairs(batch_size, count, config.pairing, generator)
