@@ -15,7 +15,7 @@ case                                        path
 ==========================================  ============================================
 every lambda equal (fixed ``lam``)          one scalar blend weight, no weight tensor
 mixup, pairs ``i`` with ``i + M`` (halves)  blend the two halves straight into the
-                                            output rows: no gather
+or with row ``i`` of the previous batch     output rows: no gather
 mixup, other pairs, on the CPU              row by row from the two rows, no gathered
                                             copy; in place, in the order that reads
                                             the most partners before they are written
@@ -127,7 +127,8 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str | None = None,
     if info.image_op == "mixup" and host is not None and host.halves:
         rows = slice(info.batch_size, None) if info.mode == "append" else slice(0, m)
         lam = info.lam if host.common_lam is None else host.common_lam
-        blend(images[:m], images[m:2 * m], lam, out=out[rows])
+        partner_rows = images[m:2 * m] if partners is None else partners[:m]
+        blend(images[:m], partner_rows, lam, out=out[rows])
         return out
     if info.image_op == "mixup" and host is not None and images.device.type == "cpu":
         return _blend_by_row(images, out, host, partners)

@@ -9,9 +9,10 @@ import torch
 from helpers import image_batch
 from torch.utils.data import DataLoader, Dataset
 
-from mixgen import MixGen, MixGenCollate, MixGenConfig
+from mixgen import MixGen, MixGenCollate, MixGenConfig, MixGenInfo
 from mixgen.functional import mix_images
 from mixgen.losses import MixGenClipLoss, affinity
+from mixgen.viz import gallery
 
 open_clip = pytest.importorskip("open_clip")
 wds = pytest.importorskip("webdataset")
@@ -21,6 +22,7 @@ from test_open_clip_train import (  # noqa: E402, F401
     csv_args,
     in_workdir,
     mixgen_lines,
+    wds_args,
     weights,
     workdir,
 )
@@ -153,6 +155,27 @@ def test_append_mode_adds_the_mixed_rows():
     torch.testing.assert_close(images, torch.cat([b, 0.5 * b[:2] + 0.5 * a[:2]]))
 
 
+@pytest.mark.parametrize("options", [
+    {"alpha": 0.4}, {"image_op": "cutmix", "text_op": "select"}, {"image_op": "concat"},
+    {"alpha": 0.4, "inplace": True}])
+def test_every_op_equals_the_in_batch_mix_of_both_batches_stacked(options):
+    """Batch 2 mixed with batch 1's rows is the in-batch mix of ``[batch 2; batch 1's first
+    M rows]`` with partners ``B + k``, cut to B rows."""
+    a, b = image_batch(6, seed=0), image_batch(6, seed=1)
+    mix = MixGen(pairing="previous", ratio=0.5, return_info=True,
+                 generator=torch.Generator().manual_seed(0), **options)
+    mix(a.clone(), words(6, 0))
+    images, texts, info = mix(b.clone(), words(6, 1))
+    fields = {f: getattr(info, f) for f in ("source", "lam", "boxes", "keep_source_text",
+                                             "image_op", "text_op")}
+    stacked = MixGenInfo(batch_size=9, mode="replace", pairing="permute",
+                         partner=info.partner + 6, **fields)
+    want_images, want_texts = MixGen().mix(torch.cat([b, a[:3]]),
+                                           words(6, 1) + words(6, 0)[:3], stacked)
+    torch.testing.assert_close(images, want_images[:6])
+    assert texts == want_texts[:6] and info.num_pairs == 3
+
+
 def test_ratio_one_mixes_every_row():
     a, b = image_batch(3, seed=0), image_batch(3, seed=1)
     mix = MixGen(pairing="previous", ratio=1.0)
@@ -196,10 +219,15 @@ def test_an_info_of_pairing_previous_is_not_replayed():
         mix_images(images, info, partners=images[:1])
 
 
-def test_hugging_face_transform_refuses_previous():
+def test_hugging_face_transform_and_gallery_refuse_previous():
     hf = pytest.importorskip("mixgen.hf")
     with pytest.raises(ValueError, match="BatchTransform has no pairing='previous'"):
         hf.BatchTransform(pairing="previous")
+    mix = MixGen(pairing="previous", ratio=0.5, return_info=True)
+    mix(image_batch(4), words(4, 0))
+    batch = (image_batch(4, seed=1), words(4, 1))
+    with pytest.raises(ValueError, match="the partners are rows of an earlier batch"):
+        gallery(*batch, *mix(*batch))
 
 
 # ----------------------------------------------------------------------------- loss
@@ -282,13 +310,19 @@ def test_config_flag_accepts_previous():
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")
-def test_open_clip_train_csv_run_with_pairing_previous(caplog):
-    """One epoch of 4 batches of 16, in the main process: the first batch passes, each
-    other mixes 4 pairs with the batch before; the soft loss scores every batch."""
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning",
+                            "ignore::ResourceWarning")
+@pytest.mark.parametrize(("dataset", "pairs"), [("csv", 12), ("webdataset", 8)])
+def test_open_clip_train_run_with_pairing_previous(caplog, dataset, pairs):
+    """One epoch of 4 batches of 16 (4 pairs each once mixed), scored by the soft loss.
+    CSV, in the main process: only the first batch passes unmixed. webdataset, two
+    workers of one shard each: each worker's first batch passes, its second pairs with
+    its first."""
     caplog.set_level(logging.INFO)
-    open_clip_train.main(csv_args("previous", "--mixgen", "--mixgen-pairing", "previous",
-                                  "--mixgen-loss", "soft"))
+    flags = ("--mixgen", "--mixgen-pairing", "previous", "--mixgen-loss", "soft")
+    name = f"previous-{dataset}"
+    open_clip_train.main(csv_args(name, *flags) if dataset == "csv"
+                         else wds_args(name, *flags))
     assert mixgen_lines(caplog) == [
-        "MixGen rank 0 epoch 0: 12 pairs mixed in 4 batches, 4 scored with their info"]
-    assert len(weights("previous")) > 0
+        f"MixGen rank 0 epoch 0: {pairs} pairs mixed in 4 batches, 4 scored with their info"]
+    assert len(weights(name)) > 0
