@@ -185,6 +185,22 @@ def test_ratio_one_mixes_every_row():
     assert texts == ["w1x0 w0x0", "w1x1 w0x1", "w1x2 w0x2"]
 
 
+@pytest.mark.parametrize("options", [{}, {"alpha": 0.4, "inplace": True},
+                                     {"image_op": "cutmix", "mode": "append"}])
+@pytest.mark.parametrize("captions", ["strings", "ids"])
+def test_no_value_is_read_from_the_device(options, captions):
+    """On ``meta`` tensors (no values) any read back to the host raises: keeping rows and
+    mixing with them read none, as in tests/test_sync.py."""
+    mix = MixGen(pairing="previous", ratio=0.5, return_info=True, **options)
+    collate = MixGenCollate(pairing="previous", ratio=0.5, return_info=True)
+    for t in range(2):
+        images = image_batch(6, dtype=torch.uint8, seed=t).to("meta")
+        texts = words(6, t) if captions == "strings" else tokenized(words(6, t)).to("meta")
+        out, _, info = mix(images, texts)
+        batch = collate([(images[i], texts[i]) for i in range(6)])
+    assert out.device.type == "meta" and info.num_pairs == batch[2].num_pairs == 3
+
+
 # ----------------------------------------------------------------------------- refusals
 def test_bad_input_is_refused_and_leaves_the_state():
     with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\], got 1.5"):
