@@ -5,13 +5,18 @@ structure with :func:`find` and :func:`rebuild`.
 The order of :func:`mix_batch` is what makes ``inplace=True`` fail cleanly: every check
 that can fail (the batch, the info, the writability of what is written, the captions'
 layout) runs before the images are written, and the captions are written last.
+
+``pairing="previous"`` is the one pairing with state: :class:`BatchMixer` keeps the
+unmixed rows of the last batch it mixed that the next batch may pair with
+(:class:`PartnerRows`), per process and DataLoader worker.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -21,13 +26,14 @@ from mixgen.captions import caption_rows, place_captions
 from mixgen.checks import (
     check_images,
     check_info_fits,
+    check_partners_fit,
     check_samples,
     check_texts,
     check_writable,
 )
 from mixgen.config import MixGenConfig
 from mixgen.functional import append_rows, mix_images, stack_mixed
-from mixgen.params import MixGenInfo, check_generator, draw
+from mixgen.params import MixGenInfo, check_generator, count_pairs, draw
 from mixgen.tokens import TokenLayout, layout_from_tokenizer
 
 INFO_KEY = "mixgen"
@@ -35,17 +41,42 @@ INFO_KEY = "mixgen"
 Allocate = Callable[[int, Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class PartnerRows:
+    """The unmixed rows of a batch that the next batch pairs with (``pairing="previous"``):
+    their images (a ``[P, ...]`` tensor, or P sample tensors of a collate function) and
+    captions (P strings or lists of strings, ``[P, L]`` ids, or a dict of such tensors)."""
+
+    images: Tensor | Sequence[Tensor] | None
+    texts: Any
+
+    def __len__(self) -> int:
+        return 0 if self.images is None else len(self.images)
+
+
+class Mixed(NamedTuple):
+    """What :func:`mix_batch` returns; ``kept``: the rows the next batch may pair with
+    (``pairing="previous"`` only, else None)."""
+
+    images: Tensor
+    texts: Any
+    info: MixGenInfo
+    kept: PartnerRows | None
+
+
 def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: Any,
               generator: torch.Generator | None = None, *, info: MixGenInfo | None = None,
-              layout: TokenLayout | None = None,
-              allocate: Allocate | None = None) -> tuple[Tensor, Any, MixGenInfo]:
-    """Mix one batch; returns ``(images, texts, info)``.
+              layout: TokenLayout | None = None, allocate: Allocate | None = None,
+              previous: PartnerRows | None = None) -> Mixed:
+    """Mix one batch; returns ``(images, texts, info, kept)``.
 
     ``images`` is a ``[B, ...]`` batch, or, with ``allocate``, a collate function's list of
     B sample tensors, stacked and mixed in one pass into ``allocate(rows, first_sample)``.
     ``texts`` is one caption per image (see :class:`~mixgen.MixGen`). The parameters are
     drawn from ``generator`` on the host, or replayed from ``info``; token ids are joined in
-    ``layout`` (default: read from the ids, open_clip's).
+    ``layout`` (default: read from the ids, open_clip's). With ``pairing="previous"`` the
+    partners are the rows ``previous`` of the last batch (none: no pairs), and ``kept``
+    holds this batch's rows for the next one, taken before anything is written.
     """
     samples = allocate is not None
     if samples:
@@ -55,8 +86,16 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         check_images(images)
         size, image_size = images.shape[0], tuple(images.shape[-2:])
     check_texts(texts, size)
+    outside = config.pairing == "previous"
+    if info is not None and (outside or not info.partner_in_batch):
+        raise ValueError("an info of pairing='previous' cannot be replayed: its partners are "
+                         "rows of an earlier batch; MixGen with pairing='previous' draws "
+                         "its own pairs")
+    if previous is not None:
+        check_partners_fit(images, texts, previous.images, previous.texts)
     if info is None:
-        info = draw(config, size, image_size, generator)
+        info = draw(config, size, image_size, generator,
+                    partner_rows=len(previous) if previous is not None else 0)
     else:
         check_info_fits(info, size, image_size)
     inplace = config.inplace and not samples
@@ -66,13 +105,35 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         for name, value in tensors.items():
             if isinstance(value, Tensor):
                 check_writable(f"texts[{name!r}]" if texts is tensors else "texts", value)
+    partners = previous if previous is not None and info.applied else PartnerRows(None, None)
     rows = caption_rows(texts, info, sep=config.sep, multi_caption=config.multi_caption,
-                        layout=layout)
+                        layout=layout, partners=partners.texts)
+    kept = keep_rows(config, images, texts, copy=not samples) if outside else None
     if samples:
-        out = stack_mixed(images, info, allocate(info.output_size, images[0]))
+        out = stack_mixed(images, info, allocate(info.output_size, images[0]),
+                          partners.images)
     else:
-        out = mix_images(images, info, inplace=inplace)
-    return out, place_captions(texts, rows, info, inplace=inplace), info
+        out = mix_images(images, info, inplace=inplace, partners=partners.images)
+    return Mixed(out, place_captions(texts, rows, info, inplace=inplace), info, kept)
+
+
+def keep_rows(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: Any, *,
+              copy: bool) -> PartnerRows:
+    """The rows of a batch that the next one may pair with: its first M rows (M: the
+    sources of a batch of this size), unmixed. ``copy``: cloned (a batch mixed, perhaps
+    in place, and returned to the caller); else references (a collate function's samples
+    and the captions it collated, never written)."""
+    count = count_pairs(len(images), ratio=config.ratio, num_pairs=config.num_pairs,
+                        pairing=config.pairing)
+    if isinstance(texts, (Tensor, Mapping)):
+        fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+        rows = {name: value[:count].clone() if copy else value[:count]
+                for name, value in fields.items()}
+        texts = rows if isinstance(texts, Mapping) else rows["input_ids"]
+    else:
+        texts = list(texts[:count])
+    images = images[:count].clone() if copy else list(images[:count])
+    return PartnerRows(images, texts)
 
 
 def find(batch: Any, config: MixGenConfig) -> tuple[Any, Any]:
@@ -133,9 +194,17 @@ class HostGenerator:
         return self.generator
 
 
+def process_key() -> tuple[int, int | None]:
+    """This process, and its DataLoader worker's seed (None outside workers)."""
+    worker = get_worker_info()
+    return os.getpid(), None if worker is None else worker.seed
+
+
 class BatchMixer:
     """What every adapter holds: the config, the host generator (reseeded once per
-    DataLoader worker) and the token layout of its tokenizer (read once)."""
+    DataLoader worker), the token layout of its tokenizer (read once) and, for
+    ``pairing="previous"``, the rows of the last batch it mixed in this process or
+    worker (a worker never starts from rows its parent process kept)."""
 
     def __init__(self, config: MixGenConfig, generator: torch.Generator | None = None,
                  tokenizer: Any = None) -> None:
@@ -145,6 +214,15 @@ class BatchMixer:
         self.generator = HostGenerator(generator)
         self.tokenizer = tokenizer
         self._layout: TokenLayout | None = None
+        self._previous: tuple[tuple[int, int | None], PartnerRows] | None = None
+
+    @property
+    def previous(self) -> PartnerRows | None:
+        """The rows kept of the last batch mixed in this process or worker (None: none
+        yet, or another pairing)."""
+        if self._previous is None or self._previous[0] != process_key():
+            return None
+        return self._previous[1]
 
     def layout(self, texts: Any) -> TokenLayout | None:
         """The tokenizer's layout of token-id ``texts`` (read once); None for strings, or
@@ -157,14 +235,21 @@ class BatchMixer:
 
     def draw(self, batch_size: int, image_size: tuple[int, int]) -> MixGenInfo:
         """Draw the pairs and lambdas for a batch from this adapter's generator."""
-        return draw(self.config, batch_size, image_size, self.generator())
+        previous = self.previous
+        return draw(self.config, batch_size, image_size, self.generator(),
+                    partner_rows=0 if previous is None else len(previous))
 
     def mix(self, images: Tensor | Sequence[Tensor], texts: Any,
             info: MixGenInfo | None = None,
             allocate: Allocate | None = None) -> tuple[Tensor, Any, MixGenInfo]:
-        """:func:`mix_batch` with this adapter's config, generator and layout."""
-        return mix_batch(self.config, images, texts, self.generator(), info=info,
-                         layout=self.layout(texts), allocate=allocate)
+        """:func:`mix_batch` with this adapter's config, generator, layout and, for
+        ``pairing="previous"``, the rows kept of its last batch (replaced by this batch's
+        once it is mixed)."""
+        mixed = mix_batch(self.config, images, texts, self.generator(), info=info,
+                          layout=self.layout(texts), allocate=allocate, previous=self.previous)
+        if mixed.kept is not None:
+            self._previous = (process_key(), mixed.kept)
+        return mixed.images, mixed.texts, mixed.info
 
     def __call__(self, batch: Any, info: MixGenInfo | None = None) -> Any:
         images, texts = find(batch, self.config)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mixgen import tokens
+from mixgen.checks import check_partners
 from mixgen.config import MULTI_CAPTIONS, check_choice
 from mixgen.params import MixGenInfo, to_device
 
@@ -32,7 +33,8 @@ def check_op(name: str, op: str | None, info: MixGenInfo) -> None:
 
 def mix_texts(texts: Captions, info: MixGenInfo, *, op: str | None = None, sep: str = " ",
               multi_caption: str = "by_position", inplace: bool = False,
-              layout: tokens.TokenLayout | None = None) -> Any:
+              layout: tokens.TokenLayout | None = None,
+              partners: Captions | None = None) -> Any:
     """The captions with each pair of ``info`` mixed by ``info.text_op``.
 
     ``concat`` joins source and partner captions with ``sep``; ``select`` keeps the
@@ -41,50 +43,59 @@ def mix_texts(texts: Captions, info: MixGenInfo, *, op: str | None = None, sep: 
     caption k of the partner (cycling the shorter list), ``"pick_one"`` joins one caption
     of each, chosen by ``info.caption_choice``. Token ids (a tensor or a dict with
     ``input_ids``) are joined on the ids in ``layout`` (default: open_clip's, if the ids
-    are in it). ``op``, if given, must be ``info.text_op``.
+    are in it). ``op``, if given, must be ``info.text_op``. ``partners``: the captions of
+    the rows of an earlier batch that an info of ``pairing="previous"`` pairs with.
     """
     check_op("text_op", op, info)
     check_choice("multi_caption", multi_caption, MULTI_CAPTIONS)
-    rows = caption_rows(texts, info, sep=sep, multi_caption=multi_caption, layout=layout)
+    rows = caption_rows(texts, info, sep=sep, multi_caption=multi_caption, layout=layout,
+                        partners=partners)
     return place_captions(texts, rows, info, inplace=inplace)
 
 
 def mix_token_texts(texts: Tensor | Mapping, info: MixGenInfo, *, layout: tokens.TokenLayout,
-                    op: str | None = None, inplace: bool = False) -> Tensor | Mapping:
+                    op: str | None = None, inplace: bool = False,
+                    partners: Tensor | Mapping | None = None) -> Tensor | Mapping:
     """Token-id captions with each pair of ``info`` joined (or selected) on the ids.
 
     ``texts`` is a ``[B, L]`` id tensor or a dict with ``input_ids`` and optionally
     ``attention_mask`` and ``token_type_ids``; the same structure comes back, masks
     rebuilt for the joined rows, ``token_type_ids`` zero there (one sequence). Joined rows
     equal the tokenizer's output for the joined string (:func:`mixgen.tokens.concat_ids`).
+    ``partners`` as in :func:`mix_texts`.
     """
     check_op("text_op", op, info)
-    return place_captions(texts, token_rows(texts, info, layout), info, inplace=inplace)
+    return place_captions(texts, token_rows(texts, info, layout, partners), info,
+                          inplace=inplace)
 
 
 def caption_rows(texts: Captions, info: MixGenInfo, *, sep: str, multi_caption: str,
-                 layout: tokens.TokenLayout | None) -> list | dict[str, Tensor]:
-    """The M mixed captions, in pair order; nothing of ``texts`` is written."""
+                 layout: tokens.TokenLayout | None,
+                 partners: Captions | None = None) -> list | dict[str, Tensor]:
+    """The M mixed captions, in pair order; nothing of ``texts`` is written. Partners are
+    read from ``partners`` when given (an info of ``pairing="previous"``), else ``texts``."""
+    check_partners(info, partners)
     if isinstance(texts, (Tensor, Mapping)):
         ids = texts["input_ids"] if isinstance(texts, Mapping) else texts
-        return token_rows(texts, info, layout or tokens.infer_layout(ids, sep))
+        return token_rows(texts, info, layout or tokens.infer_layout(ids, sep), partners)
     if not info.applied:
         return []
     host = info.host
-    sources, partners = ((host.source, host.partner) if host is not None
-                         else (info.source.tolist(), info.partner.tolist()))
+    sources, partner_rows = ((host.source, host.partner) if host is not None
+                             else (info.source.tolist(), info.partner.tolist()))
+    others = texts if partners is None else partners
     if info.text_op == "select":
         keep = info.keep_source_text.tolist()
-        return [texts[s] if kept else texts[p]
-                for s, p, kept in zip(sources, partners, keep, strict=True)]
+        return [texts[s] if kept else others[p]
+                for s, p, kept in zip(sources, partner_rows, keep, strict=True)]
     choices = None
     if multi_caption == "pick_one":
         if info.caption_choice is None:
             raise ValueError("multi_caption='pick_one' needs parameters drawn with "
                              "multi_caption='pick_one' (info.caption_choice is None)")
         choices = info.caption_choice.tolist()
-    return [_joined(texts[s], texts[p], sep, None if choices is None else choices[k])
-            for k, (s, p) in enumerate(zip(sources, partners, strict=True))]
+    return [_joined(texts[s], others[p], sep, None if choices is None else choices[k])
+            for k, (s, p) in enumerate(zip(sources, partner_rows, strict=True))]
 
 
 def _joined(first: str | Sequence[str], second: str | Sequence[str], sep: str,
@@ -100,13 +111,20 @@ def _joined(first: str | Sequence[str], second: str | Sequence[str], sep: str,
     return [first[i % len(first)] + sep + second[i % len(second)] for i in range(count)]
 
 
-def token_rows(texts: Tensor | Mapping, info: MixGenInfo,
-               layout: tokens.TokenLayout) -> dict[str, Tensor]:
-    """The M mixed rows of each token field, on the ids' device."""
+def token_rows(texts: Tensor | Mapping, info: MixGenInfo, layout: tokens.TokenLayout,
+               partners: Tensor | Mapping | None = None) -> dict[str, Tensor]:
+    """The M mixed rows of each token field, on the ids' device; partners read from
+    ``partners`` when given (the rows of an earlier batch), else from ``texts``."""
+    check_partners(info, partners)
     fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
     ids, mask = fields["input_ids"], fields.get("attention_mask")
-    lengths = tokens.caption_lengths(ids, layout, mask)
     source, partner = to_device(info.source, ids.device), to_device(info.partner, ids.device)
+    if partners is not None:  # one table: the batch's rows, then the partner rows
+        others = dict(partners) if isinstance(partners, Mapping) else {"input_ids": partners}
+        ids = torch.cat([ids, others["input_ids"]])
+        mask = None if mask is None else torch.cat([mask, others["attention_mask"]])
+        partner = partner + fields["input_ids"].shape[0]
+    lengths = tokens.caption_lengths(ids, layout, mask)
     if info.text_op == "concat":
         new_ids, new_lengths = tokens.concat_ids(ids, lengths, source, partner, layout)
     else:

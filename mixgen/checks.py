@@ -97,6 +97,30 @@ def check_token_texts(texts: object, batch_size: int) -> None:
                              f"{tuple(fields['input_ids'].shape)}")
 
 
+def check_partners_fit(images: Tensor | Sequence[Tensor], texts: Any,
+                       partner_images: Tensor | Sequence[Tensor], partner_texts: Any) -> None:
+    """Rows kept of the previous batch mix with this batch: images of one shape, dtype
+    and device; captions of one kind (strings, or token ids of one width and fields)."""
+    for what, now, before in (("images", _row_kind(images), _row_kind(partner_images)),
+                              ("captions", _caption_kind(texts), _caption_kind(partner_texts))):
+        if now != before:
+            raise ValueError(f"pairing='previous' mixes each batch with rows of the previous "
+                             f"one, but their {what} differ: {before} before, {now} now")
+
+
+def _row_kind(images: Tensor | Sequence[Tensor]) -> tuple:
+    row = images[0] if not isinstance(images, Tensor) else images
+    shape = row.shape if not isinstance(images, Tensor) else images.shape[1:]
+    return tuple(shape), row.dtype, row.device
+
+
+def _caption_kind(texts: Any) -> Any:
+    if not isinstance(texts, (Tensor, Mapping)):
+        return "strings"
+    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    return {name: (value.shape[1], value.dtype, value.device) for name, value in fields.items()}
+
+
 def check_writable(name: str, tensor: Tensor) -> None:
     """Raise unless ``tensor`` can be written in place, row by row, without an error
     halfway: not a tensor autograd tracks, not an inference tensor outside inference
@@ -173,18 +197,42 @@ def _describe(value: object) -> str:
 
 
 def check_info_values(info: Any, host: Any) -> None:
-    """The pairs of a host info are inside the batch, and in replace mode no two write
-    one row; lambdas lie in [0, 1]."""
+    """The pairs of a host info are inside the batch (partners of ``pairing="previous"``:
+    rows >= 0 of the previous batch), and in replace mode no two write one row; lambdas
+    lie in [0, 1]."""
     size = info.batch_size
-    outside = sorted({i for i in (*host.source, *host.partner) if not 0 <= i < size})
+    inside = (*host.source, *host.partner) if info.partner_in_batch else host.source
+    outside = sorted({i for i in inside if not 0 <= i < size})
     if outside:
         raise ValueError(f"info has source or partner indices {outside} outside its batch "
                          f"of {size}")
+    if not info.partner_in_batch and any(i < 0 for i in host.partner):
+        raise ValueError(f"info has negative partner indices {sorted(set(host.partner))}")
     if info.mode == "replace" and len(set(host.source)) != len(host.source):
         raise ValueError("info.source repeats a row: in replace mode two pairs would write "
                          "one row")
     if not all(0.0 <= lam <= 1.0 for lam in host.lam):
         raise ValueError(f"info.lam must lie in [0, 1], got {host.lam}")
+
+
+def check_partners(info: Any, partners: Sequence | Tensor | Mapping | None) -> None:
+    """Partners are read from ``partners`` (the rows of an earlier batch) exactly when the
+    info's partners are outside its batch, and every partner index is one of its rows."""
+    if info.partner_in_batch:
+        if partners is not None:
+            raise ValueError(f"partners given, but info.pairing={info.pairing!r} pairs rows "
+                             f"of the batch itself")
+        return
+    if not info.applied:
+        return
+    if partners is None:
+        raise ValueError(f"info.pairing={info.pairing!r}: its partners are rows of an earlier "
+                         f"batch, which must be given as partners=")
+    rows = len(partners["input_ids"] if isinstance(partners, Mapping) else partners)
+    host = info.host
+    if host is not None and max(host.partner) >= rows:
+        raise ValueError(f"info has partner indices up to {max(host.partner)} but partners "
+                         f"has {rows} rows")
 
 
 def check_info_fits(info: Any, batch_size: int, image_size: tuple[int, int]) -> None:

@@ -25,6 +25,10 @@ class MixGenCollate:
     samples carry token ids (open_clip's ``[L]`` tensors, or a dict of ``input_ids`` and
     ``attention_mask``), they are stacked and joined on the ids in the tokenizer's layout.
 
+    With ``pairing="previous"`` it keeps references to the first M samples and captions
+    of the last batch it collated (in each worker its own), the partners of the next
+    batch's first M rows; the first batch of each worker passes through unmixed.
+
     Takes a :class:`~mixgen.MixGenConfig` and/or its keyword options, ``generator`` and
     ``tokenizer``, as :class:`~mixgen.MixGen` does (``inplace`` excepted: the collate
     function owns the batch it allocates and always mixes into it).

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PAIRINGS = ("first", "permute", "roll", "flip")
+PAIRINGS = ("first", "permute", "roll", "flip", "previous")
 MODES = ("replace", "append")
 IMAGE_OPS = ("mixup", "cutmix", "concat")
 TEXT_OPS = ("concat", "select")
@@ -61,7 +61,10 @@ class MixGenConfig:
     num_pairs: int | None = _option(None, "an absolute number of pairs instead of ratio")
     pairing: str = _option(
         "first", "first: i with i + M; permute: a random cycle, no self-pairs; roll: i with "
-        "i - 1; flip: i with B - 1 - i", PAIRINGS)
+        "i - 1; flip: i with B - 1 - i; previous: i with the original row i of the previous "
+        "batch this transform, collate function or stage saw (per DataLoader worker), so "
+        "the partner's own pair is not in the batch; the first batch passes unmixed",
+        PAIRINGS)
     mode: str = _option("replace", "replace keeps the batch size (the paper); append adds "
                         "the M new pairs", MODES)
     p: float = _option(1.0, "probability of mixing a batch at all")

@@ -15,7 +15,7 @@ case                                        path
 ==========================================  ============================================
 every lambda equal (fixed ``lam``)          one scalar blend weight, no weight tensor
 mixup, pairs ``i`` with ``i + M`` (halves)  blend the two halves straight into the
-                                            output rows: no gather
+or with row ``i`` of the previous batch     output rows: no gather
 mixup, other pairs, on the CPU              row by row from the two rows, no gathered
                                             copy; in place, in the order that reads
                                             the most partners before they are written
@@ -45,7 +45,7 @@ from torch import Tensor
 
 from mixgen import uint8
 from mixgen.captions import check_op, mix_texts, mix_token_texts
-from mixgen.checks import check_images, check_texts, check_token_texts
+from mixgen.checks import check_images, check_partners, check_texts, check_token_texts
 from mixgen.params import HostRows, MixGenInfo, sample_pairs, to_device
 
 __all__ = ["append_rows", "blend", "check_images", "check_texts", "check_token_texts",
@@ -107,15 +107,17 @@ def concat_rows(a: Tensor, b: Tensor, lam: Tensor) -> Tensor:
 
 
 def mix_images(images: Tensor, info: MixGenInfo, *, op: str | None = None,
-               inplace: bool = False) -> Tensor:
+               inplace: bool = False, partners: Tensor | None = None) -> Tensor:
     """The image batch with each pair of ``info`` mixed by ``info.image_op``.
 
-    Partners are always read from the original batch, never from a row already mixed.
-    ``replace`` mode writes the mixed rows over their sources (into ``images`` itself
-    when ``inplace``); ``append`` mode returns ``B + M`` rows, originals first. ``op``, if
-    given, must be ``info.image_op``.
+    Partners are always read from the original batch, never from a row already mixed,
+    or, for an info of ``pairing="previous"``, from ``partners`` (rows of an earlier
+    batch). ``replace`` mode writes the mixed rows over their sources (into ``images``
+    itself when ``inplace``); ``append`` mode returns ``B + M`` rows, originals first.
+    ``op``, if given, must be ``info.image_op``.
     """
     check_op("image_op", op, info)
+    check_partners(info, partners)
     if inplace and info.mode == "append":
         raise ValueError("inplace=True cannot be combined with mode='append': the batch grows")
     out = _output_batch(images, info, inplace)
@@ -125,19 +127,23 @@ def mix_images(images: Tensor, info: MixGenInfo, *, op: str | None = None,
     if info.image_op == "mixup" and host is not None and host.halves:
         rows = slice(info.batch_size, None) if info.mode == "append" else slice(0, m)
         lam = info.lam if host.common_lam is None else host.common_lam
-        blend(images[:m], images[m:2 * m], lam, out=out[rows])
+        partner_rows = images[m:2 * m] if partners is None else partners[:m]
+        blend(images[:m], partner_rows, lam, out=out[rows])
         return out
     if info.image_op == "mixup" and host is not None and images.device.type == "cpu":
-        return _blend_by_row(images, out, host)
-    return _place_gathered(images, info, out)
+        return _blend_by_row(images, out, host, partners)
+    return _place_gathered(images, info, out, partners)
 
 
-def _place_gathered(images: Tensor, info: MixGenInfo, out: Tensor) -> Tensor:
+def _place_gathered(images: Tensor, info: MixGenInfo, out: Tensor,
+                    partners: Tensor | None = None) -> Tensor:
     """Gather the pairs, mix them, write the rows at their targets in ``out`` (which may
-    be ``images``: every partner is read before any row is written)."""
+    be ``images``: every partner is read before any row is written). Partners come from
+    ``partners`` when given, else from ``images``."""
     source, partner, target = (to_device(t, images.device)
                                for t in (info.source, info.partner, info.target))
-    a, b = images.index_select(0, source), images.index_select(0, partner)
+    others = images if partners is None else partners
+    a, b = images.index_select(0, source), others.index_select(0, partner)
     if info.image_op == "mixup":
         mixed = blend(a, b, info.lam, out=a)
     elif info.image_op == "cutmix":
@@ -147,21 +153,24 @@ def _place_gathered(images: Tensor, info: MixGenInfo, out: Tensor) -> Tensor:
     return out.index_copy_(0, target, mixed)
 
 
-def _blend_by_row(images: Tensor, out: Tensor, host: HostRows) -> Tensor:
+def _blend_by_row(images: Tensor, out: Tensor, host: HostRows,
+                  partner_rows: Tensor | None = None) -> Tensor:
     """Mixup pair by pair (CPU): each mixed row is written once, straight from its two
     rows, with no gathered copy of the pairs (a gather of the whole batch costs more than
     the mixing). In place, pairs run in the order (forwards or backwards) that reads the
-    most partners before they are overwritten; the rest are read from a copy."""
+    most partners before they are overwritten; the rest are read from a copy. Partners
+    in ``partner_rows`` (rows of an earlier batch) are never overwritten."""
     targets, sources, partners, lams = host.target, host.source, host.partner, host.lam
     order: Sequence[int] = range(len(targets))
     saved: dict[int, Tensor] = {}
-    if out is images:
+    others = images if partner_rows is None else partner_rows
+    if out is others:
         order, stale = min(((o, _overwritten_before_read(targets, partners, o))
                             for o in (order, order[::-1])), key=lambda pair: len(pair[1]))
         if stale:
             saved = dict(zip(stale, images.index_select(0, torch.tensor(stale)), strict=True))
     for k in order:
-        partner = saved[partners[k]] if partners[k] in saved else images[partners[k]]
+        partner = saved[partners[k]] if partners[k] in saved else others[partners[k]]
         blend(images[sources[k]], partner, lams[k], out=out[targets[k]])
     return out
 
@@ -218,23 +227,28 @@ def new_batch_like(images: Tensor, rows: int) -> Tensor:
                        memory_format=layout)
 
 
-def stack_mixed(samples: Sequence[Tensor], info: MixGenInfo, out: Tensor) -> Tensor:
+def stack_mixed(samples: Sequence[Tensor], info: MixGenInfo, out: Tensor,
+                partners: Sequence[Tensor] | None = None) -> Tensor:
     """Collate and mix in one pass: write ``samples`` and their mixes into ``out``.
 
     ``out`` has ``info.output_size`` rows. For mixup each run of unmixed rows is stacked
     in one call, as ``default_collate`` does, and each mixed row is blended straight from
     the two samples, so the batch is written exactly once; other ops stack the samples,
-    then mix the pairs into ``out``.
+    then mix the pairs into ``out``. ``partners``: the samples of an earlier batch that
+    an info of ``pairing="previous"`` pairs with.
     """
+    check_partners(info, partners)
     host, batch = info.host or info.to("cpu").host, info.batch_size
     if info.image_op != "mixup":
         torch.stack(list(samples), out=out[:batch])
-        return _place_gathered(out[:batch], info, out)
+        stacked = None if partners is None or not info.applied else torch.stack(list(partners))
+        return _place_gathered(out[:batch], info, out, stacked)
     for start, stop in _unmixed_runs(batch, host.target if info.mode == "replace" else []):
         torch.stack(list(samples[start:stop]), out=out[start:stop])
+    others = samples if partners is None else partners
     for target, source, partner, lam in zip(host.target, host.source, host.partner, host.lam,
                                             strict=True):
-        blend(samples[source], samples[partner], lam, out=out[target])
+        blend(samples[source], others[partner], lam, out=out[target])
     return out
 
 

@@ -60,6 +60,10 @@ class BatchTransform:
                             "the MixGenInfo; use MixGen(return_info=True) on the batches")
         config = dataclasses.replace(MixGenConfig.resolve(config, options),
                                      image_key=image_column, text_key=text_column)
+        if config.pairing == "previous":
+            raise ValueError("BatchTransform has no pairing='previous': a data set's batches "
+                             "are fetched in any order and stored by map(); mix the loader's "
+                             "batches with MixGen or MixGenCollate instead")
         self.mixer = BatchMixer(config, generator, tokenizer)
         self.preprocess = preprocess
 

@@ -17,10 +17,14 @@ of the source and caption share ``mu`` of the source (``mu = lam`` for joined ca
 - ``append`` mode keeps the source's original row as well: ``A[t, s] = lam``,
   ``A[s, t] = mu``.
 
-Two mixed rows are never related to each other. ``targets="soft"`` normalises each row
-of ``A`` (image to text) and each column (text to image) to sum to 1; with ``lam = 0.5``
-in ``replace`` mode the mixed image puts 2/3 on its own caption and 1/3 on its partner's,
-and the partner's image 2/3 on its own caption and 1/3 on the mixed caption.
+Two mixed rows are never related to each other. With ``pairing="previous"`` the partner
+is a row of the previous batch (``info.partner_in_batch`` is False): its pair is not in
+the batch scored, so it gets no entry; in ``replace`` mode the targets are one-hot.
+
+``targets="soft"`` normalises each row of ``A`` (image to text) and each column (text to
+image) to sum to 1; with ``lam = 0.5`` in ``replace`` mode the mixed image puts 2/3 on its
+own caption and 1/3 on its partner's, and the partner's image 2/3 on its own caption and
+1/3 on the mixed caption.
 ``targets="mask"`` keeps one-hot targets and removes the off-diagonal entries with
 ``A > 0`` from the softmax denominators.
 
@@ -55,14 +59,14 @@ def affinity(info: MixGenInfo, *, dtype: torch.dtype = torch.float32,
         mu = lam if info.text_op == "concat" else info.keep_source_text.to(dtype)
         target, source, partner = info.target, info.source, info.partner
         if info.mode == "append":
-            original = torch.ones_like(partner, dtype=torch.bool)
             weights[target, source] = lam
             weights[source, target] = mu
-        else:
-            original = ~torch.isin(partner, source)
-        t, j = target[original], partner[original]
-        weights[t, j] = 1 - lam[original]
-        weights[j, t] = 1 - mu[original]
+        if info.partner_in_batch:  # where row j still holds the original sample j
+            original = (torch.ones_like(partner, dtype=torch.bool) if info.mode == "append"
+                        else ~torch.isin(partner, source))
+            t, j = target[original], partner[original]
+            weights[t, j] = 1 - lam[original]
+            weights[j, t] = 1 - mu[original]
     return weights.to(device if device is not None else "cpu", non_blocking=True)
 
 

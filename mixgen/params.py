@@ -35,6 +35,9 @@ class MixGenInfo:
     drawn: mixing reads the indices. An inconsistent info (lengths, ops without their
     boxes or choices, indices outside the batch, two pairs writing one row) raises at
     construction.
+
+    With ``pairing="previous"``, ``partner[k]`` is a row of the previous batch (the
+    kernels' ``partners=``), not of this one: :attr:`partner_in_batch` is False.
     """
 
     batch_size: int
@@ -83,6 +86,11 @@ class MixGenInfo:
         return int(self.source.numel())
 
     @property
+    def partner_in_batch(self) -> bool:
+        """False for ``pairing="previous"``: the partners' own pairs are not in the batch."""
+        return self.pairing != "previous"
+
+    @property
     def applied(self) -> bool:
         return self.num_pairs > 0
 
@@ -125,7 +133,7 @@ class HostRows(NamedTuple):
     partner: list[int]
     lam: list[float]
     halves: bool
-    """Pairs ``i`` with ``i + M`` for ``i < M`` (the paper's): two contiguous halves."""
+    """Rows ``i < M`` with rows ``i + M`` (the paper's), or previous rows ``i``: two runs."""
     common_lam: float | None
     """The one lambda of every pair (fixed lambdas: the paper's), else None."""
 
@@ -133,18 +141,23 @@ class HostRows(NamedTuple):
     def read(cls, info: MixGenInfo) -> HostRows:
         source, partner, lam = info.source.tolist(), info.partner.tolist(), info.lam.tolist()
         m = len(source)
-        halves = source == list(range(m)) and partner == list(range(m, 2 * m))
+        halves = source == list(range(m)) and partner == list(_partner_run(info, m))
         common = lam[0] if lam and lam.count(lam[0]) == m else None
         return cls(_targets(info, source), source, partner, lam, halves, common)
 
     @classmethod
     def of_halves(cls, info: MixGenInfo, lam: float) -> HostRows:
-        """The rows of pairs ``i`` with ``i + M`` at one lambda, known without reading the
+        """The rows of :attr:`halves` pairs at one lambda, known without reading the
         tensors back (the paper's default, drawn on every batch)."""
         m = info.num_pairs
         source = list(range(m))
-        return cls(_targets(info, source), source, list(range(m, 2 * m)), [lam] * m, True,
-                   lam if m else None)
+        return cls(_targets(info, source), source, list(_partner_run(info, m)), [lam] * m,
+                   True, lam if m else None)
+
+
+def _partner_run(info: MixGenInfo, count: int) -> range:
+    start = count if info.partner_in_batch else 0  # the partners of HostRows.halves pairs
+    return range(start, start + count)
 
 
 def _targets(info: MixGenInfo, source: list[int]) -> list[int]:
@@ -177,8 +190,9 @@ def count_pairs(batch_size: int, *, ratio: float | None, num_pairs: int | None,
 
     A fraction rounds down, so a last batch too small to pair gets no pairs and passes
     through unchanged. An absolute ``num_pairs`` that the batch cannot hold is an error.
+    ``previous`` pairs at most the whole batch (and what the previous one kept: :func:`draw`).
     """
-    if batch_size < 2:
+    if batch_size < (1 if pairing == "previous" else 2):
         return 0
     if num_pairs is None:
         fraction = DEFAULT_RATIO if ratio is None else ratio
@@ -200,7 +214,8 @@ def sample_pairs(batch_size: int, num_pairs: int, pairing: str,
     - ``permute``: a random single-cycle permutation of the batch, so every sample is a
       partner at most once and never its own; the first M samples of the cycle are mixed;
     - ``roll``: i with i - 1 (torchvision's MixUp; shuffle your batches);
-    - ``flip``: i with B - 1 - i (timm); for odd B the middle sample has no partner.
+    - ``flip``: i with B - 1 - i (timm); for odd B the middle sample has no partner;
+    - ``previous``: i with row i of the previous batch (:class:`mixgen.batch.BatchMixer`).
     """
     check_choice("pairing", pairing, PAIRINGS)
     m = num_pairs
@@ -210,6 +225,9 @@ def sample_pairs(batch_size: int, num_pairs: int, pairing: str,
     if pairing == "permute":
         cycle = torch.randperm(batch_size, generator=generator)
         return cycle[:m], cycle.roll(-1)[:m]
+    if pairing == "previous":
+        source = torch.arange(m)
+        return source, source.clone()
     if pairing == "roll":
         source = torch.arange(m)
         return source, (source - 1) % batch_size
@@ -252,13 +270,16 @@ def sample_boxes(lam: Tensor, height: int, width: int,
 
 
 def draw(config: MixGenConfig, batch_size: int, image_size: tuple[int, int],
-         generator: torch.Generator | None = None) -> MixGenInfo:
+         generator: torch.Generator | None = None, *, partner_rows: int = 0) -> MixGenInfo:
     """Draw everything one MixGen call needs, in a fixed order, from ``generator``.
 
-    ``image_size`` is ``(H, W)`` of the images, used for cutmix boxes.
+    ``image_size`` is ``(H, W)`` of the images, used for cutmix boxes; ``partner_rows``
+    the rows kept of the previous batch, at most that many pairs for ``pairing="previous"``.
     """
     count = count_pairs(batch_size, ratio=config.ratio, num_pairs=config.num_pairs,
                         pairing=config.pairing)
+    if config.pairing == "previous":
+        count = min(count, partner_rows)
     if config.p < 1.0 and float(torch.rand((), generator=generator)) >= config.p:
         count = 0
     source, partner = sample_pairs(batch_size, count, config.pairing, generator)
@@ -275,7 +296,7 @@ def draw(config: MixGenConfig, batch_size: int, image_size: tuple[int, int],
                             source=source, partner=partner, lam=lams, boxes=boxes,
                             keep_source_text=keep_source_text, caption_choice=caption_choice,
                             image_op=config.image_op, text_op=config.text_op)
-    if config.pairing == "first" and config.alpha is None and boxes is None:
+    if config.pairing in ("first", "previous") and config.alpha is None and boxes is None:
         # the lambda as the float32 tensor holds it
         info.__dict__["_host"] = HostRows.of_halves(info, array("f", [config.lam])[0])
     return info

@@ -31,6 +31,13 @@ class MixGen(nn.Module):
     dict of ``input_ids`` and ``attention_mask`` tensors. Extra elements of a tuple and
     extra keys of a dict pass through (grown by the sources' entries in ``append`` mode).
 
+    With ``pairing="previous"`` the first M rows are mixed with the rows 0..M-1 of the
+    previous batch this transform mixed, as they were before mixing (a copy of those rows
+    is kept, taken before the batch is written), so a partner's own pair is not in the
+    batch. The first batch (in each process and DataLoader worker) passes through with
+    an info of zero pairs; a batch after a smaller one gets at most as many pairs as that
+    one kept. The info's ``partner_in_batch`` is False; it cannot be replayed.
+
     Args:
         config: a :class:`~mixgen.MixGenConfig`; keyword options (``lam``, ``alpha``,
             ``ratio``, ``num_pairs``, ``pairing``, ``mode``, ``p``, ``image_op``,

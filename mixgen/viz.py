@@ -105,6 +105,9 @@ def gallery(images: Tensor, texts: Sequence, mixed_images: Tensor, mixed_texts: 
     if not info.applied:
         raise ValueError("info has no pairs: this batch was not mixed (p < 1 drew no mix, "
                          "or the batch was too small for any pair)")
+    if not info.partner_in_batch:
+        raise ValueError(f"info.pairing={info.pairing!r}: the partners are rows of an earlier "
+                         f"batch, which a gallery of this batch does not show")
     check_images(images)
     check_images(mixed_images)
     for name, batch, size in (("images", images, info.batch_size),

@@ -16,6 +16,8 @@ picklable stage, so it travels into ``WebLoader`` workers with the rest of the p
 It takes a :class:`~mixgen.MixGenConfig` and/or every option of :class:`~mixgen.MixGen`
 (``tokenizer`` included, for batches of token ids) and webdataset's ``handler`` for
 batches MixGen rejects. It works with webdataset 0.2.86 (open_clip_train's) and 1.x.
+With ``pairing="previous"`` the stage pairs each batch with the previous batch of its
+own worker (the pipeline, and the stage's state, is copied into each worker).
 Needs ``webdataset`` (``pip install mixgen[wds]``); ``import mixgen`` does not import it.
 """
 

@@ -44,7 +44,7 @@ def test_flags_are_generated_from_the_fields(prefix):
 
 def test_flag_help_and_allowed_values_come_from_the_config():
     text = parser_with("mixgen-").format_help()
-    assert "--mixgen-pairing {first,permute,roll,flip}" in text
+    assert "--mixgen-pairing {first,permute,roll,flip,previous}" in text
     assert "--mixgen-image-op {mixup,cutmix,concat}" in text
     help_of = {f.name: f.metadata["help"] for f in dataclasses.fields(MixGenConfig)}
     assert " ".join(help_of["num_pairs"].split()) in " ".join(text.split())
