@@ -96,7 +96,7 @@ def test_images_that_do_not_decode_are_skipped_and_counted(folder, capsys):
     (["--ratio", "0.75"], "arm 'mixgen': ratio must be in [0, 0.5] with pairing='first', got "
                           "0.75: 'first' pairs sample i with i + M, so at most half the batch"),
     (["--pairing", "random"], "arm 'mixgen': pairing must be one of 'first', 'permute', "
-                              "'roll', 'flip'; got 'random'"),
+                              "'roll', 'flip', 'previous'; got 'random'"),
     (["--mixgen-off-epoch", "-1"], "arm 'mixgen': off_epoch (--mixgen-off-epoch) must be an "
                                    "int >= 0, got -1"),
 ])
