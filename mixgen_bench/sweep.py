@@ -266,7 +266,7 @@ def target_markdown(check: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(protocol: dict, out: Path, results: Path) -> str:
+def report(protocol: dict, out: Path, results: Path, against: str | None = None) -> str:
     """Write ``results/<setting>.json`` (runs, paired differences, selection),
     ``results/<study>.md`` and ``<study>.png``, ``<study>`` being the name of the folder
     that holds ``results``; return the Markdown."""
@@ -289,6 +289,8 @@ def report(protocol: dict, out: Path, results: Path) -> str:
         tables[setting] = record["paired"]
         (results / f"{setting}.json").write_text(json.dumps(record, indent=1))
         sections.append(markdown(setting, runs, reference, list(protocol["arms"])))
+        if against is not None:  # every arm against another arm than the reference
+            sections.append(markdown(setting, runs, against, list(protocol["arms"])))
     check = target_check(tables)
     (results / "target.json").write_text(json.dumps(check, indent=1))
     sections += ["**Target check** (R@1 differences to the reference over both directions; "
@@ -313,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
                         "the protocol's order)")
     parser.add_argument("--sizes", help="comma-separated sizes to run now (default: all "
                         "of each stage's)")
+    parser.add_argument("--against", help="report: also every arm's paired difference to "
+                        "this arm")
     options = parser.parse_args(argv)
     protocol = json.loads(options.protocol.read_text())
     if options.command == "run":
@@ -324,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
                       sizes=options.sizes and [int(n) for n in options.sizes.split(",")])
     else:
         results = options.results or options.protocol.parent / "results"
-        print(report(protocol, options.out, results))
+        print(report(protocol, options.out, results, options.against))
 
 
 if __name__ == "__main__":
