@@ -168,6 +168,12 @@ def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo,
     return tuple(out) if isinstance(batch, tuple) else out
 
 
+def process_key() -> tuple[int, int | None]:
+    """This process, and its DataLoader worker's seed (None outside workers)."""
+    worker = get_worker_info()
+    return os.getpid(), None if worker is None else worker.seed
+
+
 class HostGenerator:
     """The generator of an adapter, reseeded once per DataLoader worker from that
     worker's seed.
@@ -180,24 +186,18 @@ class HostGenerator:
     def __init__(self, generator: torch.Generator | None) -> None:
         check_generator(generator)
         self.generator = generator
-        self._seeded_worker: tuple[int, int] | None = None
+        self._seeded_worker: tuple[int, int | None] | None = None
 
     def __call__(self) -> torch.Generator | None:
         worker = get_worker_info()
         if self.generator is None or worker is None:
             return self.generator
-        key = (os.getpid(), worker.seed)
+        key = process_key()
         if self._seeded_worker != key:
             base = self.generator.initial_seed()
             self.generator.manual_seed((base * 0x9E3779B1 + worker.seed) % 2**63)
             self._seeded_worker = key
         return self.generator
-
-
-def process_key() -> tuple[int, int | None]:
-    """This process, and its DataLoader worker's seed (None outside workers)."""
-    worker = get_worker_info()
-    return os.getpid(), None if worker is None else worker.seed
 
 
 class BatchMixer:
