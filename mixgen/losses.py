@@ -28,6 +28,13 @@ own caption and 1/3 on its partner's, and the partner's image 2/3 on its own cap
 ``targets="mask"`` keeps one-hot targets and removes the off-diagonal entries with
 ``A > 0`` from the softmax denominators.
 
+``mixed_weight=w`` down-weights (or up-weights) the rows that hold a mixed pair, as the
+methods that *add* mixed pairs to the clean loss do (Un-Mix, m²-Mix): the loss is
+``sum_i w_i * l_i / sum_i w_i`` over the batch's rows (the global rows when features are
+gathered), where ``l_i`` is row ``i``'s (image -> text + text -> image) / 2 cross-entropy
+with its targets, and ``w_i = w`` for a mixed row, 1 for the others. ``w = 1`` is exactly
+the unweighted loss; it works with every ``targets``, in ``replace`` and ``append`` mode.
+
 The loss needs no MixGen option: the info carries the pairs, lambdas and ops of the batch
 it scores. ``A`` is built on the host from the info and copied to the features' device
 without waiting for it, so the loss adds no host-device synchronisation to a step.
@@ -40,7 +47,7 @@ from open_clip.loss import ClipLoss
 from torch import Tensor
 from torch.nn import functional as F
 
-from mixgen.config import LOSS_TARGETS, check_choice
+from mixgen.config import LOSS_TARGETS, check_choice, check_mixed_weight
 from mixgen.params import MixGenInfo
 
 
@@ -92,31 +99,40 @@ def target_weights(info: MixGenInfo, *, rank: int = 0, world_size: int = 1,
 
 
 class MixGenClipLoss(ClipLoss):
-    """open_clip's ``ClipLoss`` whose targets know which pairs MixGen mixed.
+    """open_clip's ``ClipLoss`` whose targets, and optionally whose row weights, know which
+    pairs MixGen mixed.
 
     Args:
         targets: ``"soft"`` (partial positives get the shared share, see
             :mod:`mixgen.losses`), ``"mask"`` (partial positives left out of the
-            softmax denominators) or ``"onehot"`` (exactly ``ClipLoss``).
+            softmax denominators) or ``"onehot"`` (``ClipLoss``'s targets).
+        mixed_weight: weight of a row that holds a mixed pair in the mean over rows
+            (1: every row counts the same, exactly the unweighted loss).
         **clip_loss_options: ``local_loss``, ``gather_with_grad``, ``cache_labels``,
             ``rank``, ``world_size``, ``use_horovod`` as for ``ClipLoss``.
 
     In distributed training each rank passes the info of its own batch, and every rank
     must produce the same number of rows (the same batch size, and in ``append`` mode
     the same number of pairs): global row indices are ``rank * N + local row``, as in
-    ``ClipLoss``. Without ``local_loss`` the ranks' affinity blocks are all-gathered.
+    ``ClipLoss``. Without ``local_loss`` the ranks' affinity blocks and row weights are
+    all-gathered.
     """
 
-    def __init__(self, targets: str = "soft", **clip_loss_options: object) -> None:
+    def __init__(self, targets: str = "soft", mixed_weight: float = 1.0,
+                 **clip_loss_options: object) -> None:
         check_choice("targets", targets, LOSS_TARGETS)
+        check_mixed_weight(mixed_weight)
         super().__init__(**clip_loss_options)
         self.targets = targets
+        self.mixed_weight = float(mixed_weight)
 
     def forward(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor,
                 logit_bias: Tensor | None = None, output_dict: bool = False,
                 mixgen_info: MixGenInfo | None = None) -> Tensor | dict[str, Tensor]:
-        """The contrastive loss; with ``mixgen_info`` the targets follow ``self.targets``."""
-        if mixgen_info is None or self.targets == "onehot":
+        """The contrastive loss; with ``mixgen_info`` the targets follow ``self.targets``
+        and mixed rows weigh ``self.mixed_weight``."""
+        weighted = self.mixed_weight != 1.0
+        if mixgen_info is None or (self.targets == "onehot" and not weighted):
             return super().forward(image_features, text_features, logit_scale,
                                    logit_bias=logit_bias, output_dict=output_dict)
         if not isinstance(mixgen_info, MixGenInfo):
@@ -125,23 +141,42 @@ class MixGenClipLoss(ClipLoss):
         if mixgen_info.output_size != image_features.shape[0]:
             raise ValueError(f"mixgen_info describes a batch of {mixgen_info.output_size} "
                              f"rows but image_features has {image_features.shape[0]}")
-        if not _has_partial_positives(mixgen_info) and (self.world_size == 1
-                                                        or self.local_loss):
+        local = self.world_size == 1 or self.local_loss
+        if not weighted and local and not _has_partial_positives(mixgen_info):
             # only the own pairs here (other ranks' blocks are not known without a gather)
             return super().forward(image_features, text_features, logit_scale,
                                    logit_bias=logit_bias, output_dict=output_dict)
-        image_side, text_side = self.affinity_rows(mixgen_info, image_features)
         logits_per_image, logits_per_text = self.get_logits(
             image_features, text_features, logit_scale, logit_bias=logit_bias)
+        reduction = "none" if weighted else "mean"
         if self.targets == "soft":
-            loss = (F.cross_entropy(logits_per_image, _normalise_rows(image_side))
-                    + F.cross_entropy(logits_per_text, _normalise_rows(text_side))) / 2
+            image_side, text_side = self.affinity_rows(mixgen_info, image_features)
+            image_loss = F.cross_entropy(logits_per_image, _normalise_rows(image_side),
+                                         reduction=reduction)
+            text_loss = F.cross_entropy(logits_per_text, _normalise_rows(text_side),
+                                        reduction=reduction)
         else:
             labels = self.get_ground_truth(image_features.device, logits_per_image.shape[0])
-            loss = (F.cross_entropy(_mask_partial(logits_per_image, image_side, labels), labels)
-                    + F.cross_entropy(_mask_partial(logits_per_text, text_side, labels),
-                                      labels)) / 2
+            if self.targets == "mask":
+                image_side, text_side = self.affinity_rows(mixgen_info, image_features)
+                logits_per_image = _mask_partial(logits_per_image, image_side, labels)
+                logits_per_text = _mask_partial(logits_per_text, text_side, labels)
+            image_loss = F.cross_entropy(logits_per_image, labels, reduction=reduction)
+            text_loss = F.cross_entropy(logits_per_text, labels, reduction=reduction)
+        loss = (image_loss + text_loss) / 2
+        if weighted:
+            weights = self.row_weights(mixgen_info, image_features)
+            loss = (weights * loss).sum() / weights.sum()
         return {"contrastive_loss": loss} if output_dict else loss
+
+    def row_weights(self, info: MixGenInfo, image_features: Tensor) -> Tensor:
+        """Each scored row's weight: ``mixed_weight`` for a row holding a mixed pair, else
+        1; this rank's rows, or every rank's (in rank order) when features are gathered."""
+        weights = torch.ones(info.output_size, dtype=image_features.dtype)
+        if info.applied:
+            weights[info.to("cpu").target] = self.mixed_weight
+        weights = weights.to(image_features.device, non_blocking=True)
+        return weights if self.world_size == 1 or self.local_loss else self._all_gather(weights)
 
     def affinity_rows(self, info: MixGenInfo, image_features: Tensor) -> tuple[Tensor, Tensor]:
         """Affinities laid out like this loss's ``(logits_per_image, logits_per_text)``."""

@@ -81,8 +81,9 @@ class _BatchInfos:
 class InfoFedClipLoss(MixGenClipLoss):
     """``MixGenClipLoss`` that takes the info of the batch it scores from the loader."""
 
-    def __init__(self, infos: _BatchInfos, targets: str, **clip_loss_options: Any) -> None:
-        super().__init__(targets, **clip_loss_options)
+    def __init__(self, infos: _BatchInfos, targets: str, mixed_weight: float = 1.0,
+                 **clip_loss_options: Any) -> None:
+        super().__init__(targets, mixed_weight, **clip_loss_options)
         self.infos = infos
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
@@ -165,13 +166,15 @@ class MixGenTraining:
 
     Args:
         options: keyword options of :class:`~mixgen.MixGen`.
-        targets: None for open_clip's own loss, or ``"soft"``/``"mask"``.
+        targets: None for open_clip's own loss, or ``MixGenClipLoss``'s targets.
         off_epoch: no mixing from this (0-based) epoch on; None: mix in every epoch.
+        mixed_weight: ``MixGenClipLoss``'s weight of a mixed row (with ``targets``).
     """
 
     def __init__(self, options: dict[str, Any], *, targets: str | None,
-                 off_epoch: int | None) -> None:
+                 off_epoch: int | None, mixed_weight: float = 1.0) -> None:
         self.options, self.targets, self.off_epoch = options, targets, off_epoch
+        self.mixed_weight = mixed_weight
         self.infos = _BatchInfos() if targets is not None else None
 
     def get_data(self, original: Callable) -> Callable:
@@ -196,7 +199,8 @@ class MixGenTraining:
                 raise ValueError(f"--mixgen-loss {self.targets} replaces open_clip's ClipLoss, "
                                  f"but this run uses {type(loss).__name__}: use --mixgen-loss "
                                  f"clip with --siglip, CoCa models or distillation")
-            return InfoFedClipLoss(self.infos, self.targets, local_loss=loss.local_loss,
+            return InfoFedClipLoss(self.infos, self.targets, self.mixed_weight,
+                                   local_loss=loss.local_loss,
                                    gather_with_grad=loss.gather_with_grad,
                                    cache_labels=loss.cache_labels, rank=loss.rank,
                                    world_size=loss.world_size, use_horovod=loss.use_horovod)

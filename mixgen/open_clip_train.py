@@ -41,7 +41,7 @@ except ImportError as error:
     raise ImportError("mixgen.open_clip_train needs open_clip_train: "
                       "pip install 'mixgen[train]'") from error
 
-from mixgen.config import MixGenConfig
+from mixgen.config import MixGenConfig, check_mixed_weight
 from mixgen.open_clip_hooks import (
     CpuDistributedDataParallel,
     MixGenTraining,
@@ -96,6 +96,9 @@ def mixgen_parser() -> argparse.ArgumentParser:
     add("--mixgen-loss", choices=LOSSES, default="clip",
         help="clip: open_clip's loss; soft / mask: MixGenClipLoss, which gives a mixed pair's "
              "partner a share of the target (soft) or leaves it out of the softmax (mask)")
+    add("--mixgen-mixed-weight", type=float, default=1.0, metavar="W",
+        help="weight of a mixed pair's row in the loss's mean over rows (MixGenClipLoss "
+             "mixed_weight; 1: every row the same)")
     add("--mixgen-off-epoch", type=int, default=None, metavar="N",
         help="no mixing from epoch N on (0-based, like open_clip's epochs)")
     return parser
@@ -140,9 +143,23 @@ def _check(parser: argparse.ArgumentParser, options: argparse.Namespace,
         parser.error(f"--mixgen: {error}")
     if options.mixgen_off_epoch is not None and options.mixgen_off_epoch < 0:
         parser.error(f"--mixgen-off-epoch must be >= 0, got {options.mixgen_off_epoch}")
-    if options.mixgen_loss != "clip" and train_args.accum_freq > 1:
-        parser.error(f"--mixgen-loss {options.mixgen_loss} needs --accum-freq 1: with "
-                     f"gradient accumulation open_clip_train scores several batches at once")
+    try:
+        check_mixed_weight(options.mixgen_mixed_weight)
+    except ValueError as error:
+        parser.error(f"--mixgen-{str(error).replace('_', '-')}")
+    if loss_targets(options) is not None and train_args.accum_freq > 1:
+        flag = (f"--mixgen-loss {options.mixgen_loss}" if options.mixgen_loss != "clip"
+                else f"--mixgen-mixed-weight {options.mixgen_mixed_weight}")
+        parser.error(f"{flag} needs --accum-freq 1: with gradient accumulation "
+                     f"open_clip_train scores several batches at once")
+
+
+def loss_targets(options: argparse.Namespace) -> str | None:
+    """``MixGenClipLoss``'s targets for these flags, or None for open_clip's own loss
+    (``--mixgen-loss clip`` with every row weighing the same)."""
+    if options.mixgen_loss != "clip":
+        return options.mixgen_loss
+    return "onehot" if options.mixgen_mixed_weight != 1.0 else None
 
 
 @contextlib.contextmanager
@@ -176,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     if options.mixgen:
         check_hooks()
         training = MixGenTraining(mixgen_options(options), off_epoch=options.mixgen_off_epoch,
-                                  targets=None if options.mixgen_loss == "clip"
-                                  else options.mixgen_loss)
+                                  targets=loss_targets(options),
+                                  mixed_weight=options.mixgen_mixed_weight)
         train_main = open_clip_train.main
         replacements.append((train_main, "get_data", training.get_data(train_main.get_data)))
         if training.targets is not None:

@@ -61,8 +61,9 @@ def base_checkpoint(options: argparse.Namespace) -> Path:
     base = argparse.Namespace(**{
         **vars(options), "data": options.pretrain_data, "eval_json": None, "eval_size": 1,
         "epochs": options.pretrain_epochs, "steps": None, "lr": options.pretrain_lr,
-        "out": folder, "resume": True, "checkpoint_every": 1, "pretrained": None})
-    pairs, _ = load_data(base, options.pretrain_size)
+        "out": folder, "resume": True, "checkpoint_every": 1, "pretrained": None,
+        "val_size": 0, "select": "final"})
+    pairs, _, _ = load_data(base, options.pretrain_size)
     table = write_training_data(pairs, [options.pretrain_size], folder / "data")
     trained = train(Run(Arm("base"), options.pretrain_size, options.pretrain_seed), base,
                     prepare_model(base, folder / "model"), table[options.pretrain_size])

@@ -41,7 +41,7 @@ from mixgen_bench.models import check_pretrained, model_config, prepare_model
 from mixgen_bench.options import PROG, int_list, parse_options, resolve_arms
 from mixgen_bench.progress import Progress
 from mixgen_bench.report import metric_bounds, summarize, write_outputs
-from mixgen_bench.runs import Run, budget, run_one
+from mixgen_bench.runs import GpuSets, Run, budget, run_one
 from mixgen_bench.sources import load_data, write_training_data
 
 
@@ -54,6 +54,12 @@ def run_benchmark(options: argparse.Namespace) -> dict[str, Any]:
                          "--nproc-per-node to train each run under torchrun")
     if options.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {options.jobs}")
+    if options.val_size < 0 or options.eval_points < 1:
+        raise UsageError(f"--val-size must be >= 0 and --eval-points >= 1, got "
+                         f"{options.val_size} and {options.eval_points}")
+    if options.val_size == 0 and options.select == "best-val":
+        raise UsageError("--select best-val needs validation pairs: give --val-size > 0, "
+                         "or --select final")
     arms = resolve_arms(options)
     if options.image_size is None:
         options.image_size = model_config(options.model)["vision_cfg"]["image_size"]
@@ -68,7 +74,7 @@ def run_benchmark(options: argparse.Namespace) -> dict[str, Any]:
         options.pretrained = base_checkpoint(options)
     model = prepare_model(options, options.out / "models")
     check_pretrained(model, options)
-    train_all, held_out = load_data(options, max(sizes))
+    train_all, validation, held_out = load_data(options, max(sizes))
     skipped = train_all.skipped + held_out.skipped
     if skipped:
         print(f"skipped {len(skipped)} pairs whose image does not decode (first: "
@@ -84,9 +90,11 @@ def run_benchmark(options: argparse.Namespace) -> dict[str, Any]:
         else:
             todo.append(run)
     progress = Progress(len(todo), reused=len(plan) - len(todo), jobs=options.jobs)
+    gpu_sets = GpuSets(options)  # each running training on its own GPUs
     pool = ThreadPoolExecutor(options.jobs)
     try:
-        futures = {pool.submit(run_one, run, options, model, tables[run.size], held_out): run
+        futures = {pool.submit(run_one, run, options, model, tables[run.size], validation,
+                               held_out, gpu_sets): run
                    for run in todo}
         for future in as_completed(futures):
             run = futures[future]
@@ -100,12 +108,14 @@ def run_benchmark(options: argparse.Namespace) -> dict[str, Any]:
         progress.close()
     texts, _ = held_out.retrieval_texts()
     results = summarize([records[run.name] for run in plan], arms, sizes, seeds,
-                        options.reference, metric_bounds(len(held_out), len(texts)))
+                        options.reference, metric_bounds(len(held_out), len(texts)),
+                        options.select)
     results["options"] = {k: (str(v) if isinstance(v, Path) else v)
                           for k, v in vars(options).items()}
     results["arms"] = {arm.name: asdict(arm) for arm in arms}
     results["model"] = model
     results["held_out_pairs"] = len(held_out)
+    results["validation_pairs"] = 0 if validation is None else len(validation)
     results["skipped"] = skipped
     results["world_size"] = options.nproc_per_node
     results["wall_seconds"] = time.perf_counter() - started

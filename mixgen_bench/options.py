@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from mixgen import MixGenConfig
+from mixgen.config import check_mixed_weight
 from mixgen_bench.errors import UsageError
+from mixgen_bench.selection import SELECT
 
 MIXGEN_OPTIONS = MixGenConfig.flag_fields()
 """MixGen's options an arm may set; each is the trainer flag ``--mixgen-<name>``."""
@@ -28,29 +30,33 @@ without one trains with open_clip's ``ClipLoss``."""
 @dataclass(frozen=True)
 class Arm:
     """One way of training: MixGen's keyword options (None: no MixGen), the epoch from
-    which mixing stops, and the contrastive targets (None: open_clip's ``ClipLoss``)."""
+    which mixing stops, the contrastive targets (None: open_clip's ``ClipLoss``) and the
+    weight of a mixed pair's row in the loss (None: 1, every row the same)."""
 
     name: str
     mixgen: dict[str, Any] | None = None
     off_epoch: int | None = None
     loss_targets: str | None = None
+    mixed_weight: float | None = None
 
     @classmethod
     def from_dict(cls, name: str, spec: dict[str, Any]) -> Arm:
         if not isinstance(spec, dict):
             raise UsageError(f"arm {name!r} must be a JSON object, got {spec!r}")
-        unknown = set(spec) - {"mixgen", "off_epoch", "loss_targets"}
+        unknown = set(spec) - {"mixgen", "off_epoch", "loss_targets", "mixed_weight"}
         if unknown:
             raise UsageError(f"arm {name!r} has unknown keys {sorted(unknown)}; use 'mixgen' "
-                             f"(MixGen options or null), 'off_epoch', 'loss_targets'")
+                             f"(MixGen options or null), 'off_epoch', 'loss_targets', "
+                             f"'mixed_weight'")
         return cls(name=name, **spec)
 
     def validate(self) -> None:
         """Refuse bad MixGen options now, not after hours of training (``ValueError`` or
         ``TypeError`` naming the option)."""
         if self.mixgen is None:
-            if self.off_epoch is not None or self.loss_targets is not None:
-                raise ValueError("off_epoch or loss_targets set without MixGen options")
+            if (self.off_epoch, self.loss_targets, self.mixed_weight) != (None, None, None):
+                raise ValueError("off_epoch, loss_targets or mixed_weight set without MixGen "
+                                 "options")
             return
         unknown = set(self.mixgen) - set(MIXGEN_OPTIONS)
         if unknown:
@@ -63,6 +69,8 @@ class Arm:
         if self.loss_targets is not None and self.loss_targets not in LOSS_TARGETS:
             raise ValueError(f"loss_targets must be one of {LOSS_TARGETS}, "
                              f"got {self.loss_targets!r}")
+        if self.mixed_weight is not None:
+            check_mixed_weight(self.mixed_weight)
         MixGenConfig(**self.mixgen)
 
     def trainer_flags(self) -> list[str]:
@@ -77,6 +85,8 @@ class Arm:
             flags += ["--mixgen-off-epoch", str(self.off_epoch)]
         if self.loss_targets is not None:
             flags += ["--mixgen-loss", self.loss_targets]
+        if self.mixed_weight is not None:
+            flags += ["--mixgen-mixed-weight", str(self.mixed_weight)]
         return flags
 
 
@@ -84,7 +94,8 @@ def command_line_arms(options: argparse.Namespace) -> dict[str, Arm]:
     """``baseline`` and ``mixgen`` (MixGen with the command line's options)."""
     mixgen = {key: getattr(options, key) for key in MIXGEN_OPTIONS}
     return {"baseline": Arm("baseline"),
-            "mixgen": Arm("mixgen", mixgen, options.mixgen_off_epoch, options.loss_targets)}
+            "mixgen": Arm("mixgen", mixgen, options.mixgen_off_epoch, options.loss_targets,
+                          options.mixed_weight)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoints on held-out pairs, report means and paired differences with 95% CIs.")
     add = parser.add_argument
     add("--config", type=Path, help="JSON file of option defaults and extra 'arms' "
-        "({name: {'mixgen': {...} or null, 'off_epoch': int, 'loss_targets': str}}); "
+        "({name: {'mixgen': {...} or null, 'off_epoch': int, 'loss_targets': str, "
+        "'mixed_weight': float}}); "
         "options given on the command line win")
     add("--arms", default="baseline,mixgen", help="comma-separated arm names to train")
     add("--reference", default="baseline", help="arm the paired differences are taken to")
@@ -117,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "paths are relative to (default: the JSON's folder)")
     data.add_argument("--eval-size", type=int, default=500, help="held-out pairs: the "
                       "procedural test split, or the last pairs of a CSV or shards")
+    data.add_argument("--val-size", type=int, help="validation pairs for checkpoint "
+                      "selection, disjoint from the test pairs: drawn after them from the "
+                      "procedural held-out split, or the pairs of a CSV or shards just before "
+                      "the test pairs (default: --eval-size; 0 needs --select final)")
     data.add_argument("--data-seed", type=int, default=0, help="seed of the procedural data")
     data.add_argument("--image-size", type=int, help="pixels (default: the model's)")
     model = parser.add_argument_group("model")
@@ -166,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, choices=(0, 1), default=1,
                        help="1: a resumable checkpoint after every epoch (open_clip_train "
                        "--save-most-recent); 0: only the final one")
+    train.add_argument("--select", choices=SELECT, default="best-val",
+                       help="the checkpoint each run reports: best-val, the epoch of its best "
+                       "validation score (mean of i2t and t2i R@1); final, its last epoch "
+                       "(the report gives both)")
+    train.add_argument("--eval-points", type=int, default=8, help="validation evaluations per "
+                       "run: every (epochs // N)-th epoch and the last (every epoch when a "
+                       "run has fewer than N)")
     train.add_argument("--resume", action="store_true", help="reuse finished runs in --out "
                        "and continue unfinished ones from their last checkpoint")
     train.add_argument("--keep-checkpoints", action="store_true",
@@ -177,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--mixgen-off-epoch", type=int, help="stop mixing from this epoch on")
     mix.add_argument("--loss-targets", choices=LOSS_TARGETS,
                      help="train the arm with mixgen.losses.MixGenClipLoss")
+    mix.add_argument("--mixed-weight", type=float, help="weight of a mixed pair's row in the "
+                     "loss (MixGenClipLoss mixed_weight; default 1)")
     return parser
 
 
@@ -197,6 +222,8 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         parser.set_defaults(**defaults)
         options = parser.parse_args(argv)
     options.arm_specs = extra_arms
+    if options.val_size is None:
+        options.val_size = options.eval_size
     return options
 
 

@@ -33,10 +33,34 @@ def metric_bounds(num_images: int, num_texts: int) -> dict[str, tuple[float, flo
 
 
 def summarize(runs: list[dict], arms: list[Arm], sizes: list[int], seeds: list[int],
-              reference: str, bounds: dict[str, tuple[float, float]]) -> dict[str, Any]:
+              reference: str, bounds: dict[str, tuple[float, float]],
+              select: str = "best-val") -> dict[str, Any]:
     """Per size and arm: each metric's mean and 95% CI over seeds, and its paired
-    difference (same seed) to the reference arm, intervals clipped to ``bounds``."""
-    by_key = {(r["arm"], r["size"], r["seed"]): r["metrics"] for r in runs}
+    difference (same seed) to the reference arm, intervals clipped to ``bounds``; of the
+    selected checkpoints (``summary``, ``paired``) and of the other choice, the last or
+    the best validation epoch (``alternative``)."""
+    results = tables(runs, arms, sizes, seeds, reference, bounds, "metrics")
+    results["select"] = select
+    alternative = "final" if select == "best-val" else "best_val"
+    results["alternative"] = {
+        "select": alternative.replace("_", "-"),
+        **tables(runs, arms, sizes, seeds, reference, bounds, f"metrics_{alternative}")}
+    results["selected_epochs"] = {
+        str(size): {arm.name: [by_run(runs, arm.name, size, s)["selected_epoch"]
+                               for s in seeds] for arm in arms} for size in sizes}
+    results.update(runs=runs, interval={"method": INTERVAL_METHOD, "min_seeds": MIN_SEEDS,
+                                        "bounds": bounds})
+    return results
+
+
+def by_run(runs: list[dict], arm: str, size: int, seed: int) -> dict:
+    return next(r for r in runs if (r["arm"], r["size"], r["seed"]) == (arm, size, seed))
+
+
+def tables(runs: list[dict], arms: list[Arm], sizes: list[int], seeds: list[int],
+           reference: str, bounds: dict[str, tuple[float, float]], key: str) -> dict[str, Any]:
+    """``summary`` and ``paired`` of the runs' ``key`` metrics."""
+    by_key = {(r["arm"], r["size"], r["seed"]): r[key] for r in runs}
     spans = {m: (low - high, high - low) for m, (low, high) in bounds.items()}
     summary: dict[str, dict] = {}
     paired: dict[str, dict] = {}
@@ -54,9 +78,8 @@ def summarize(runs: list[dict], arms: list[Arm], sizes: list[int], seeds: list[i
                                          [by_key[(reference, size, s)][m] for s in seeds],
                                          bounds=spans[m], min_n=MIN_SEEDS)
                     for m in METRICS}
-    return {"reference": reference, "sizes": sizes, "seeds": seeds, "runs": runs,
-            "summary": summary, "paired": paired,
-            "interval": {"method": INTERVAL_METHOD, "min_seeds": MIN_SEEDS, "bounds": bounds}}
+    return {"reference": reference, "sizes": sizes, "seeds": seeds, "summary": summary,
+            "paired": paired}
 
 
 def interval(stats: dict) -> str:
@@ -115,14 +138,44 @@ def markdown_table(results: dict[str, Any]) -> str:
             cells = [interval(summary[name][metric]) for name in arm_names]
             cells += [interval(paired[name][metric]) for name in others]
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-        lines += ["", *verdicts(results, size), ""]
-    lines += ["| arm | pairs | seed | " + " | ".join(METRICS) + " | train s |",
-              "|---" * (4 + len(METRICS)) + "|"]
+        lines += ["", *verdicts(results, size), "", *selection_lines(results, size), ""]
+    lines += ["| arm | pairs | seed | epoch | " + " | ".join(METRICS) + " | train s | eval s |",
+              "|---" * (6 + len(METRICS)) + "|"]
     for run in results["runs"]:
         lines.append(f"| {run['arm']} | {run['size']} | {run['seed']} | "
+                     f"{run['selected_epoch']}/{run['epochs']} | "
                      + " | ".join(f"{run['metrics'][m]:.1f}" for m in METRICS)
-                     + f" | {run['train_seconds']:.0f} |")
+                     + f" | {run['train_seconds']:.0f} | {run['eval_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def selection_lines(results: dict[str, Any], size: int) -> list[str]:
+    """Which checkpoints the table reports, each arm's selected epochs, the R@1 paired
+    differences at the other choice (best validation point or last epoch), and the share
+    of the runs' time the evaluations took."""
+    select, other = results["select"], results["alternative"]
+    runs = [r for r in results["runs"] if r["size"] == size]
+    epochs = runs[0]["epochs"]
+    chosen = "; ".join(f"{name} {', '.join(map(str, picked))}"
+                       for name, picked in results["selected_epochs"][str(size)].items())
+    which = (f"best validation score (mean of i2t and t2i R@1 on "
+             f"{results['validation_pairs']} validation pairs)" if select == "best-val"
+             else "the last epoch")
+    lines = [f"Checkpoints: {which}; selected epochs of {epochs}, per seed: {chosen}."]
+    reference = results["reference"]
+    cells = [f"{name} - {reference} {metric} {interval(stats[metric])}"
+             for name, stats in other["paired"][str(size)].items()
+             for metric in VERDICT_METRICS]
+    if cells:
+        where = ("the last epoch" if other["select"] == "final"
+                 else "each run's best validation epoch")
+        lines.append(f"At {where} instead: " + "; ".join(cells) + ".")
+    spent = sum(r["eval_seconds"] for r in runs)
+    total = sum(r["seconds"] for r in runs)
+    if total:
+        lines.append(f"Evaluations took {100 * spent / total:.0f}% of the runs' time "
+                     f"({spent:.0f} of {total:.0f} s).")
+    return lines
 
 
 def plot(results: dict[str, Any]) -> Any:
@@ -173,11 +226,52 @@ def plot(results: dict[str, Any]) -> Any:
     return figure
 
 
+def curve_plot(results: dict[str, Any]) -> Any:
+    """A matplotlib figure, one panel per size: each arm's mean validation score against
+    the optimizer step, with a 95% band over seeds (from :data:`MIN_SEEDS` seeds on)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = results["sizes"]
+    figure, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 3.5), squeeze=False)
+    for axis, size in zip(axes[0], sizes, strict=True):
+        for name in results["arms"]:
+            curves = [r["curve"] for r in results["runs"]
+                      if r["arm"] == name and r["size"] == size and r["curve"]]
+            if not curves:
+                continue
+            steps = [point["step"] for point in curves[0]]
+            stats = [mean_confidence_interval([c[i]["val_score"] for c in curves],
+                                              bounds=(0.0, 100.0), min_n=MIN_SEEDS)
+                     for i in range(len(steps))]
+            line = axis.plot(steps, [s["mean"] for s in stats], marker=".", label=name)
+            if stats[0]["ci_low"] is not None:
+                axis.fill_between(steps, [s["ci_low"] for s in stats],
+                                  [s["ci_high"] for s in stats], alpha=0.2,
+                                  color=line[0].get_color())
+        axis.set_title(f"{size} training pairs")
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel("validation score (mean R@1, %)")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    seeds = len(results["seeds"])
+    shown = "95% band" if seeds >= MIN_SEEDS else f"no band with {seeds} seed{'s' * (seeds > 1)}"
+    figure.suptitle(f"Validation curves: mean over seeds ({shown})")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
 def write_outputs(results: dict[str, Any], out: Path) -> str:
-    """``results.json``, ``results.md`` and ``results.png`` in ``out``; returns the table."""
+    """``results.json``, ``results.md``, ``results.png`` and, where runs have learning
+    curves, ``validation.png`` in ``out``; returns the table."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     table = markdown_table(results)
     (out / "results.md").write_text(table)
     plot(results).savefig(out / "results.png", dpi=100)
+    if any(run["curve"] for run in results["runs"]):
+        curve_plot(results).savefig(out / "validation.png", dpi=100)
     return table

@@ -1,6 +1,8 @@
 """One run: an arm trained on one training-set size with one seed, by one call of
 ``python -m mixgen.open_clip_train`` (under ``torchrun`` with ``--nproc-per-node`` > 1),
-then its final checkpoint evaluated on the held-out pairs.
+then its checkpoints evaluated: at evenly spaced epochs on the validation pairs (the
+run's learning curve, :mod:`mixgen_bench.selection`), and on the held-out test pairs at
+the selected epoch and at the last.
 
 Each run is its own process, so ``--jobs`` trains several at once and every run starts
 from the same state: open_clip_train seeds the initial weights and the data order from
@@ -14,13 +16,16 @@ run to ``OUT/runs/<run>.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import queue
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from mixgen_bench.data import ImagePairs
 from mixgen_bench.errors import UsageError
 from mixgen_bench.models import evaluate, load_model
 from mixgen_bench.options import Arm
+from mixgen_bench.selection import best_point, eval_epochs, save_every, validation_score
 from mixgen_bench.sources import CAPTION_KEY, CSV_SEPARATOR, IMAGE_KEY
 
 TRAINER = "mixgen.open_clip_train"
@@ -100,7 +106,9 @@ def trainer_argv(run: Run, options: argparse.Namespace, model: str, train_csv: P
             *ADAM,
             "--warmup", str(max(1, int(options.warmup * steps))), "--seed", str(run.seed),
             "--workers", str(options.workers), "--device", device_name(options),
-            "--precision", options.precision, "--name", run.name, "--save-frequency", "0"]
+            "--precision", options.precision, "--name", run.name,
+            "--save-frequency", str(save_every(epochs, options.eval_points)
+                                    if options.val_size else 0)]
     argv += ["--save-most-recent"] * options.checkpoint_every
     if options.context_length is not None:
         argv += ["--force-context-length", str(options.context_length)]
@@ -116,6 +124,50 @@ def device_name(options: argparse.Namespace) -> str:
     return options.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class GpuSets:
+    """The visible GPUs in sets of ``--nproc-per-node``, one set per running training.
+
+    With G visible GPUs (``CUDA_VISIBLE_DEVICES``, else all) there are ``G //
+    nproc_per_node`` sets; a run holds one while it trains and is evaluated, and its
+    trainer sees only those GPUs (``CUDA_VISIBLE_DEVICES``), so ``--jobs`` runs train on
+    different GPUs. More jobs than sets wait for a free set. On the CPU every run gets
+    None and the environment is left alone."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.free: queue.Queue[list[str]] = queue.Queue()
+        self.visible: list[str] = []
+        if not device_name(options).startswith("cuda"):
+            return
+        listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.visible = ([gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+                        if listed is not None else
+                        [str(index) for index in range(torch.cuda.device_count())])
+        per_run = options.nproc_per_node
+        if len(self.visible) < per_run:
+            raise UsageError(f"--nproc-per-node {per_run} needs {per_run} GPUs per run; "
+                             f"{len(self.visible)} are visible")
+        for start in range(0, len(self.visible) - per_run + 1, per_run):
+            self.free.put(self.visible[start:start + per_run])
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[list[str] | None]:
+        """A free GPU set until the block ends (None on the CPU)."""
+        if not self.visible:
+            yield None
+            return
+        gpus = self.free.get()
+        try:
+            yield gpus
+        finally:
+            self.free.put(gpus)
+
+    def device(self, gpus: list[str] | None, options: argparse.Namespace) -> torch.device:
+        """The harness's device for evaluating on ``gpus`` (their first)."""
+        if gpus is None:
+            return torch.device(device_name(options))
+        return torch.device("cuda", self.visible.index(gpus[0]))
+
+
 def trainer_command(argv: list[str], processes: int) -> list[str]:
     """``python -m mixgen.open_clip_train ARGV``, or the same under torchrun."""
     if processes == 1:
@@ -124,8 +176,10 @@ def trainer_command(argv: list[str], processes: int) -> list[str]:
             f"--nproc-per-node={processes}", "-m", TRAINER, *argv]
 
 
-def train(run: Run, options: argparse.Namespace, model: str, train_csv: Path) -> dict[str, Any]:
-    """Train ``run``; with ``--resume``, continue it from its last checkpoint. Return
+def train(run: Run, options: argparse.Namespace, model: str, train_csv: Path,
+          gpus: list[str] | None = None) -> dict[str, Any]:
+    """Train ``run`` (on ``gpus``, by their ``CUDA_VISIBLE_DEVICES`` ids, when given);
+    with ``--resume``, continue it from its last checkpoint. Return
     ``{"final": checkpoint, "resumed_from": epoch, "train_seconds": s}``.
 
     open_clip_train writes ``epoch_latest.pt`` after every epoch (``--save-most-recent``,
@@ -146,6 +200,8 @@ def train(run: Run, options: argparse.Namespace, model: str, train_csv: Path) ->
     (folder / "command.txt").write_text(shlex.join(command) + "\n")
     env = {**os.environ, "OMP_NUM_THREADS": str(options.threads), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1"}
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     started = time.perf_counter()
     with (folder / "console.txt").open("a") as console:
         completed = subprocess.run(command, cwd=out, env=env, stdout=console,
@@ -166,25 +222,58 @@ def train(run: Run, options: argparse.Namespace, model: str, train_csv: Path) ->
 
 
 def run_one(run: Run, options: argparse.Namespace, model: str, train_csv: Path,
-            held_out: ImagePairs) -> dict[str, Any]:
-    """Train and evaluate ``run``; return its record. ``--steps 0`` only evaluates the
-    initial (or ``--pretrained``) model."""
+            validation: ImagePairs | None, held_out: ImagePairs,
+            gpu_sets: GpuSets | None = None) -> dict[str, Any]:
+    """Train ``run`` on a free GPU set of ``gpu_sets`` (if any), evaluate its learning
+    curve on ``validation`` (None: no curve, the last epoch is selected) and its selected
+    and last checkpoints on ``held_out``; return its record. ``--steps 0`` only evaluates
+    the initial (or ``--pretrained``) model."""
+    sets = gpu_sets if gpu_sets is not None else GpuSets(options)
+    with sets.hold() as gpus:
+        return _train_and_evaluate(run, options, model, train_csv, validation, held_out,
+                                   gpus, sets.device(gpus, options))
+
+
+def _train_and_evaluate(run: Run, options: argparse.Namespace, model: str, train_csv: Path,
+                        validation: ImagePairs | None, held_out: ImagePairs,
+                        gpus: list[str] | None, device: torch.device) -> dict[str, Any]:
     started = time.perf_counter()
     epochs, steps = budget(run.size, options) if options.steps != 0 else (0, 0)
-    trained = train(run, options, model, train_csv) if steps else {
+    trained = train(run, options, model, train_csv, gpus) if steps else {
         "final": None, "resumed_from": 0, "train_seconds": 0.0}
-    device = torch.device(device_name(options))
-    network, tokenizer = load_model(model, options, trained["final"], run.seed, device)
-    metrics = evaluate(network, tokenizer, held_out, device)
+    evaluating = time.perf_counter()
+
+    def test_metrics(checkpoint: Path | None) -> dict[str, float]:
+        network, tokenizer = load_model(model, options, checkpoint, run.seed, device)
+        return evaluate(network, tokenizer, held_out, device)
+
+    folder = trained["final"].parent if trained["final"] is not None else None
+    curve = []
+    if folder is not None and validation is not None:
+        for epoch in eval_epochs(epochs, options.eval_points):
+            network, tokenizer = load_model(model, options, folder / f"epoch_{epoch}.pt",
+                                            run.seed, device)
+            metrics = evaluate(network, tokenizer, validation, device)
+            curve.append({"epoch": epoch, "step": epoch * steps // epochs,
+                          "val_score": validation_score(metrics),
+                          **{name: metrics[name] for name in ("i2t_R@1", "t2i_R@1")}})
+    best_epoch = best_point(curve)["epoch"] if curve else epochs
+    final = test_metrics(trained["final"])
+    best = final if best_epoch == epochs else test_metrics(folder / f"epoch_{best_epoch}.pt")
+    selected_epoch = best_epoch if options.select == "best-val" else epochs
     checkpoint = None
-    if trained["final"] is not None:
-        (trained["final"].parent / LATEST).unlink(missing_ok=True)
-        if options.keep_checkpoints:
-            checkpoint = str(trained["final"])
-        else:
-            trained["final"].unlink()
+    if folder is not None:
+        kept = folder / f"epoch_{selected_epoch}.pt"
+        for path in folder.glob("epoch_*.pt"):
+            if path != kept or not options.keep_checkpoints:
+                path.unlink()
+        checkpoint = str(kept) if options.keep_checkpoints else None
     return {"arm": run.arm.name, "size": run.size, "seed": run.seed, "epochs": epochs,
             "steps": steps, "resumed_from": trained["resumed_from"],
             "train_seconds": trained["train_seconds"],
+            "eval_seconds": time.perf_counter() - evaluating,
             "seconds": time.perf_counter() - started, "checkpoint": checkpoint,
-            "metrics": metrics}
+            "select": options.select, "selected_epoch": selected_epoch,
+            "best_val_epoch": best_epoch, "curve": curve,
+            "metrics": best if options.select == "best-val" else final,
+            "metrics_best_val": best, "metrics_final": final}

@@ -14,6 +14,7 @@ import argparse
 import csv
 from pathlib import Path
 
+import torch
 from torchvision.io import write_png
 
 from mixgen_bench.data import ImagePairs, shapes
@@ -25,41 +26,55 @@ IMAGE_KEY, CAPTION_KEY = "filepath", "title"
 """open_clip_train's default ``--csv-img-key`` and ``--csv-caption-key``."""
 
 
-def load_data(options: argparse.Namespace, train_size: int) -> tuple[ImagePairs, ImagePairs]:
-    """``(train, held_out)``: at least ``train_size`` training pairs; smaller sizes of a
-    sweep use its first pairs. Pairs skipped while reading (images that do not decode)
-    are listed in ``train.skipped`` and ``held_out.skipped``."""
-    size, kind = options.image_size, options.data
+def load_data(options: argparse.Namespace,
+              train_size: int) -> tuple[ImagePairs, ImagePairs | None, ImagePairs]:
+    """``(train, validation, held_out)``: at least ``train_size`` training pairs (smaller
+    sizes of a sweep use its first pairs), ``--val-size`` validation pairs (None for 0)
+    and the held-out test pairs.
+
+    Procedural data draws ``--eval-size + --val-size`` pairs of its held-out split: the
+    first ``--eval-size`` are the test pairs, the rest validation. A CSV or shards keep
+    their last ``--eval-size`` pairs for testing and the ``--val-size`` before them for
+    validation. With ``--eval-json`` the test pairs are the JSON's, and validation comes
+    from the held-out split (procedural) or the last pairs (CSV, shards). Pairs skipped
+    while reading (images that do not decode) are listed in ``train.skipped`` and
+    ``held_out.skipped``."""
+    size, kind, val = options.image_size, options.data, options.val_size
+    test = 0 if options.eval_json else options.eval_size
     if kind in ("shapes", "digits"):
         if kind == "shapes":
             make = shapes
         else:
             from mixgen_bench.digits import digit_scenes as make
         train = make(train_size, "train", size, options.data_seed)
-        held_out = (None if options.eval_json else
-                    make(options.eval_size, "test", size, options.data_seed))
+        held = make(test + val, "test", size, options.data_seed) if test + val else None
     elif kind.startswith(("csv:", "wds:")):
         source = kind.split(":", 1)[1]
         pairs = (csv_pairs(source, size, img_key=options.csv_img_key,
                            caption_key=options.csv_caption_key, sep=options.csv_separator,
                            name=f"--data {kind}")
                  if kind.startswith("csv:") else wds_pairs(source, size, f"--data {kind}"))
-        held = 0 if options.eval_json else options.eval_size
-        if len(pairs) - held < train_size:
+        if len(pairs) - test - val < train_size:
             skipped = (f" ({len(pairs.skipped)} more skipped: their image does not decode)"
                        if pairs.skipped else "")
             raise UsageError(f"--data {kind} holds {len(pairs)} pairs{skipped}: too few for "
-                             f"{train_size} training pairs (the largest of --sizes) and "
-                             f"{held} held out (--eval-size)")
-        keep = len(pairs) - held
+                             f"{train_size} training pairs (the largest of --sizes), {val} "
+                             f"for validation (--val-size) and {test} held out "
+                             f"(--eval-size)")
+        keep = len(pairs) - test - val
         train = ImagePairs(pairs.images[:keep], pairs.captions[:keep], pairs.skipped)
-        held_out = ImagePairs(pairs.images[keep:], pairs.captions[keep:])
+        # the held-out pairs in draw order: test first, then validation
+        held = ImagePairs(torch.cat([pairs.images[len(pairs) - test:], pairs.images[keep:
+                                     len(pairs) - test]]),
+                          pairs.captions[len(pairs) - test:] + pairs.captions[keep:
+                                                                              len(pairs) - test])
     else:
         raise UsageError(f"--data must be shapes, digits, csv:PATH or wds:PATTERN; "
                          f"got {kind!r}")
-    if options.eval_json:
-        held_out = karpathy_pairs(options.eval_json, size, options.eval_image_root)
-    return train, held_out
+    validation = ImagePairs(held.images[test:], held.captions[test:]) if val else None
+    held_out = (karpathy_pairs(options.eval_json, size, options.eval_image_root)
+                if options.eval_json else ImagePairs(held.images[:test], held.captions[:test]))
+    return train, validation, held_out
 
 
 def write_training_data(train: ImagePairs, sizes: list[int], folder: Path) -> dict[int, Path]:

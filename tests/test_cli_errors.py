@@ -75,17 +75,19 @@ def test_csv_without_the_named_columns(folder, capsys):
 def test_fewer_pairs_than_the_sizes_and_evaluation_need(folder, capsys):
     assert harness_error(capsys, "--data", "csv:pairs.csv", "--sizes", "8,10") == (
         "mixgen-clip-retrieval: error: --data csv:pairs.csv holds 12 pairs: too few for 10 "
-        "training pairs (the largest of --sizes) and 4 held out (--eval-size)")
+        "training pairs (the largest of --sizes), 4 for validation (--val-size) and 4 held "
+        "out (--eval-size)")
 
 
 def test_images_that_do_not_decode_are_skipped_and_counted(folder, capsys):
     (folder / "images" / "5.png").write_bytes(b"not an image")
     assert harness_error(capsys, "--data", "csv:pairs.csv") == (
         "mixgen-clip-retrieval: error: --data csv:pairs.csv holds 11 pairs (1 more skipped: "
-        "their image does not decode): too few for 8 training pairs (the largest of --sizes) "
-        "and 4 held out (--eval-size)")
-    options = harness.parse_options([*TINY, "--data", "csv:pairs.csv", "--eval-size", "3"])
-    train, held_out = sources.load_data(options, 8)
+        "their image does not decode): too few for 8 training pairs (the largest of --sizes), "
+        "4 for validation (--val-size) and 4 held out (--eval-size)")
+    options = harness.parse_options([*TINY, "--data", "csv:pairs.csv", "--eval-size", "3",
+                                     "--val-size", "0"])
+    train, _, held_out = sources.load_data(options, 8)
     assert train.skipped == ["pairs.csv, line 7: images/5.png (not an image)"]
     assert train.captions == [f"red level {i}" for i in (0, 1, 2, 3, 4, 6, 7, 8)]
     assert held_out.captions == [f"red level {i}" for i in (9, 10, 11)]
@@ -159,7 +161,7 @@ def test_other_bad_options(tmp_path, monkeypatch, capsys, argv, message):
     ('{"epochz": 3}', "--config {config}: unknown options ['epochz']"),
     ('{"arms": {"x": {"mixgen": null, "lr": 1}}}', "arm 'x' has unknown keys ['lr']; use "
                                                    "'mixgen' (MixGen options or null), "
-                                                   "'off_epoch', 'loss_targets'"),
+                                                   "'off_epoch', 'loss_targets', 'mixed_weight'"),
 ])
 def test_bad_config_files(tmp_path, capsys, text, message):
     config = tmp_path / "bad.json"

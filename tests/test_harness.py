@@ -17,6 +17,9 @@ from torchvision.io import read_image
 
 from mixgen_bench import clip_retrieval as harness
 from mixgen_bench import models, runs, sources
+from mixgen_bench.data import shapes
+from mixgen_bench.digits import digit_scenes
+from mixgen_bench.errors import UsageError
 from mixgen_bench.metrics import mean_confidence_interval
 from mixgen_bench.options import Arm, parse_options, resolve_arms
 from mixgen_bench.report import METRICS
@@ -69,6 +72,17 @@ def test_benchmark_outputs_paired_arms_and_resume(tmp_path, capsys):
                                                                             strict=True)])
         assert results["summary"]["64"]["baseline"][metric] == {
             **mean_confidence_interval(base, min_n=3), "values": base}  # 2 seeds: no CI
+    # each run's learning curve on the validation pairs (every epoch of 2), and the
+    # reported checkpoint is the one of the best validation score
+    for record in results["runs"]:
+        assert [point["epoch"] for point in record["curve"]] == [1, 2]
+        for point in record["curve"]:
+            assert point["val_score"] == (point["i2t_R@1"] + point["t2i_R@1"]) / 2
+        best = max(record["curve"], key=lambda point: (point["val_score"], -point["epoch"]))
+        assert record["selected_epoch"] == best["epoch"]
+        assert record["metrics"] == record["metrics_best_val"]
+        assert (record["metrics_best_val"] == record["metrics_final"]) == (best["epoch"] == 2)
+    assert results["validation_pairs"] == 24 and (out / "validation.png").is_file()
     table = (out / "results.md").read_text()
     assert table in capsys.readouterr().out
     assert "| i2t_R@1 |" in table and "mixgen - baseline" in table
@@ -77,7 +91,8 @@ def test_benchmark_outputs_paired_arms_and_resume(tmp_path, capsys):
 
     # the kept checkpoint is a plain open_clip checkpoint: evaluated here through
     # --pretrained and --steps 0 it gives the run's numbers
-    checkpoint = out / "logs" / "mixgen-n64-s0" / "checkpoints" / "epoch_2.pt"
+    selected = results["runs"][1]["selected_epoch"]
+    checkpoint = out / "logs" / "mixgen-n64-s0" / "checkpoints" / f"epoch_{selected}.pt"
     assert results["runs"][1]["checkpoint"] == str(checkpoint)
     again = run(tmp_path / "eval", "--arms", "baseline", "--seeds", "0", "--steps", "0",
                 "--pretrained", str(checkpoint))
@@ -179,9 +194,10 @@ def test_data_options_and_training_files(tmp_path):
         rows.append(f"{i}.png\tred level {i}")
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     options = parse_options(["--data", f"csv:{tmp_path / 'pairs.csv'}", "--eval-size", "3",
-                             "--image-size", "4"])
-    train, held_out = sources.load_data(options, 5)
-    assert len(train) == 7 and held_out.captions == [f"red level {i}" for i in (7, 8, 9)]
+                             "--val-size", "2", "--image-size", "4"])
+    train, validation, held_out = sources.load_data(options, 5)
+    assert len(train) == 5 and held_out.captions == [f"red level {i}" for i in (7, 8, 9)]
+    assert validation.captions == ["red level 5", "red level 6"]  # just before the test pairs
     tables = sources.write_training_data(train, [2, 5], tmp_path / "data")
     lines = tables[5].read_text().splitlines()
     assert lines[0] == "filepath\ttitle" and len(lines) == 6
@@ -193,15 +209,22 @@ def test_data_options_and_training_files(tmp_path):
     (tmp_path / "eval" / "eval.json").write_text(
         json.dumps([{"image": "0.png", "caption": ["a", "b"]}]))
     options.eval_json, options.eval_image_root = tmp_path / "eval" / "eval.json", tmp_path
-    train, held_out = sources.load_data(options, 10)
-    assert len(train) == 10 and held_out.captions == [["a", "b"]]
+    train, validation, held_out = sources.load_data(options, 8)
+    assert len(train) == 8 and held_out.captions == [["a", "b"]]
+    assert validation.captions == ["red level 8", "red level 9"]
     options = parse_options(["--data", "shapes", "--eval-size", "5", "--image-size", "8"])
-    train, held_out = sources.load_data(options, 6)
+    train, validation, held_out = sources.load_data(options, 6)
     assert len(train) == 6 and len(held_out) == 5 and train.images.shape[-1] == 8
+    # validation: the held-out split's draws after the test pairs, which stay as they were
+    assert len(validation) == 5 and not set(validation.captions) & set(held_out.captions)
+    assert held_out.captions == shapes(5, "test", 8, 0).captions
+    assert validation.captions == shapes(10, "test", 8, 0).captions[5:]
+    assert not set(validation.captions) & set(train.captions)
     pytest.importorskip("sklearn")
     options.data, options.image_size = "digits", 24
-    train, held_out = sources.load_data(options, 6)
+    train, validation, held_out = sources.load_data(options, 6)
     assert len(train) == 6 and len(held_out) == 5 and train.images.shape[-1] == 24
+    assert validation.captions == digit_scenes(10, "test", 24, 0).captions[5:]
 
 
 def test_arm_validation_names_the_option():
@@ -209,3 +232,59 @@ def test_arm_validation_names_the_option():
         Arm("y", {"inplace": True}).validate()  # no flag of the trainer
     with pytest.raises(ValueError, match="without MixGen options"):
         Arm("z", None, off_epoch=1).validate()
+
+
+@pytest.mark.parametrize(("visible", "per_run", "expected"), [
+    (None, 1, [["0"], ["1"], ["2"], ["3"]]),
+    (None, 2, [["0", "1"], ["2", "3"]]),
+    ("3,5,6", 2, [["3", "5"]]),  # the parent's own list; a leftover GPU stays idle
+])
+def test_each_running_training_gets_its_own_gpus(tmp_path, monkeypatch, visible, per_run,
+                                                 expected):
+    """With faked GPUs, concurrent runs are launched with disjoint CUDA_VISIBLE_DEVICES
+    sets of --nproc-per-node GPUs each, and evaluate on the first of their set."""
+    import threading
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    options = parse_options(["--device", "cuda", "--nproc-per-node", str(per_run),
+                             "--epochs", "1", "--out", str(tmp_path)])
+    sets = runs.GpuSets(options)
+    received, barrier = [], threading.Barrier(len(expected))
+
+    def fake_trainer(command, *, env, **_):
+        received.append(env["CUDA_VISIBLE_DEVICES"])
+        barrier.wait(timeout=10)  # every set is held at once
+        name = command[command.index("--name") + 1]
+        checkpoints = tmp_path / "logs" / name / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        (checkpoints / "epoch_1.pt").touch()
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(runs.subprocess, "run", fake_trainer)
+    devices = []
+
+    def one(seed):
+        with sets.hold() as gpus:
+            devices.append(sets.device(gpus, options))
+            runs.train(runs.Run(Arm("baseline"), 64, seed), options, "mixgen-tiny",
+                       tmp_path / "train.csv", gpus)
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in range(len(expected))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(received) == sorted(",".join(gpus) for gpus in expected)
+    listed = visible.split(",") if visible else ["0", "1", "2", "3"]
+    assert sorted(d.index for d in devices) == sorted(listed.index(g[0]) for g in expected)
+    assert all(d.type == "cuda" for d in devices)
+    with pytest.raises(UsageError, match="--nproc-per-node 8 needs 8 GPUs per run; "):
+        options.nproc_per_node = 8
+        runs.GpuSets(options)
+    options.device = "cpu"
+    with runs.GpuSets(options).hold() as gpus:
+        assert gpus is None

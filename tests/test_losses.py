@@ -165,6 +165,58 @@ def test_gradients_equal_those_of_the_formula(targets):
         torch.testing.assert_close(grad, expected)
 
 
+def weighted_loss_by_hand(logits, targets, row_weights):
+    """sum_i w_i * (CE(image row i) + CE(text row i)) / 2 / sum_i w_i, in plain floats;
+    ``targets[r][c]`` relates image r to caption c (rows normalised here)."""
+    def row_losses(matrix, rows):
+        losses = []
+        for row, probs in zip(matrix, rows, strict=True):
+            total = sum(probs)
+            log_norm = math.log(sum(math.exp(x) for x in row if x != -math.inf))
+            losses.append(-sum(p / total * (x - log_norm)
+                               for x, p in zip(row, probs, strict=True) if p))
+        return losses
+    columns = [list(col) for col in zip(*targets, strict=True)]
+    image = row_losses(logits.tolist(), targets)
+    text = row_losses(logits.T.tolist(), columns)
+    return (sum(w * (i + t) / 2 for w, i, t in zip(row_weights, image, text, strict=True))
+            / sum(row_weights))
+
+
+@pytest.mark.parametrize("mode", ["replace", "append"])
+@pytest.mark.parametrize("targets", ["onehot", "soft", "mask"])
+def test_mixed_weight_is_a_weighted_mean_over_rows(targets, mode):
+    _, _, info = MixGen(num_pairs=2, lam=0.3, mode=mode, return_info=True)(
+        image_batch(6), captions(6))
+    rows = info.output_size
+    image, text = features(rows, seed=3)
+    scale = torch.tensor(2.5)
+    logits = scale * image @ text.T
+    mixed = set(info.target.tolist())
+    weights = [0.5 if r in mixed else 1.0 for r in range(rows)]
+    if targets == "soft":
+        table = affinity(info).tolist()
+    else:
+        table = torch.eye(rows).tolist()
+        if targets == "mask":  # partial positives leave the denominators
+            partial = (affinity(info) > 0) & ~torch.eye(rows, dtype=torch.bool)
+            logits = logits.masked_fill(partial, -math.inf)
+    expected = weighted_loss_by_hand(logits, table, weights)
+    loss = MixGenClipLoss(targets, mixed_weight=0.5)(image, text, scale, mixgen_info=info)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    unweighted = MixGenClipLoss(targets)(image, text, scale, mixgen_info=info)
+    assert loss.item() != pytest.approx(unweighted.item(), rel=1e-4)
+    assert torch.equal(MixGenClipLoss(targets, mixed_weight=1)(image, text, scale,
+                                                               mixgen_info=info), unweighted)
+
+
+def test_mixed_weight_needs_a_positive_finite_float():
+    for bad, error in ((0.0, ValueError), (-1, ValueError), (math.inf, ValueError),
+                       (True, TypeError), ("0.5", TypeError)):
+        with pytest.raises(error, match="mixed_weight must be"):
+            MixGenClipLoss("onehot", mixed_weight=bad)
+
+
 def test_rank_offsets_the_columns():
     info = make_info([0], [2], [0.5])
     block = affinity(info)
@@ -207,10 +259,12 @@ def _rank_losses(rank, world_size, port, image, text, infos, out_dir):
         results = {}
         for name, options in (("global", {}), ("local", {"local_loss": True}),
                               ("with_grad", {"local_loss": True, "gather_with_grad": True})):
-            for targets in ("soft", "mask"):
-                loss = MixGenClipLoss(targets, rank=rank, world_size=world_size, **options)
-                results[f"{name} {targets}"] = loss(image[mine], text[mine], scale,
-                                                    mixgen_info=infos[rank]).item()
+            for targets in ("soft", "mask", "onehot"):
+                for weight in (1.0, 0.5):
+                    loss = MixGenClipLoss(targets, mixed_weight=weight, rank=rank,
+                                          world_size=world_size, **options)
+                    results[f"{name} {targets} {weight}"] = loss(
+                        image[mine], text[mine], scale, mixgen_info=infos[rank]).item()
         (out_dir / f"rank{rank}.json").write_text(json.dumps(results))
     finally:
         torch.distributed.destroy_process_group()
@@ -224,10 +278,14 @@ def test_two_gloo_ranks_match_one_process_on_the_joined_batch(tmp_path):
     mp.spawn(_rank_losses, args=(2, _free_port(), image, text, infos, tmp_path), nprocs=2)
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     scale = torch.tensor(3.0)
-    for targets in ("soft", "mask"):
+    for targets in ("soft", "mask", "onehot"):
+        for weight in (1.0, 0.5):
+            expected = MixGenClipLoss(targets, mixed_weight=weight)(
+                image, text, scale, mixgen_info=joined).item()
+            for rank in (0, 1):  # the global rows, weighted across both ranks
+                assert results[rank][f"global {targets} {weight}"] == pytest.approx(
+                    expected, rel=1e-6)
         expected = MixGenClipLoss(targets)(image, text, scale, mixgen_info=joined).item()
-        for rank in (0, 1):
-            assert results[rank][f"global {targets}"] == pytest.approx(expected, rel=1e-6)
         for name in ("local", "with_grad"):
-            mean = (results[0][f"{name} {targets}"] + results[1][f"{name} {targets}"]) / 2
+            mean = (results[0][f"{name} {targets} 1.0"] + results[1][f"{name} {targets} 1.0"]) / 2
             assert mean == pytest.approx(expected, rel=1e-6)

@@ -142,6 +142,20 @@ def test_csv_run_mixes_without_touching_order_or_init(caplog):
 
 
 @pytest.mark.slow
+def test_mixed_weight_scores_each_batch_with_its_info_and_changes_training(caplog):
+    """--mixgen-mixed-weight with open_clip's targets: MixGenClipLoss("onehot") is fed
+    every batch's info, and down-weighting the mixed rows changes the weights trained."""
+    caplog.set_level(logging.INFO)
+    mixgen_train.main(csv_args("weight-1", "--mixgen", epochs=1))
+    mixgen_train.main(csv_args("weight-half", "--mixgen", "--mixgen-mixed-weight", "0.5",
+                               epochs=1))
+    assert mixgen_lines(caplog) == [
+        "MixGen rank 0 epoch 0: 16 pairs mixed in 4 batches",
+        "MixGen rank 0 epoch 0: 16 pairs mixed in 4 batches, 4 scored with their info"]
+    assert not same(weights("weight-half", 1), weights("weight-1", 1))
+
+
+@pytest.mark.slow
 def test_webdataset_run_with_persistent_workers_and_off_epoch(caplog):
     """Two persistent workers see the switch turn off at epoch 1. (open_clip's webdataset
     sample shuffle is seeded from the clock, so two runs never share an order; that the
@@ -295,6 +309,11 @@ def test_moved_internals_are_refused_before_training(monkeypatch, move):
     (["--mixgen", "--mixgen-off-epoch", "-1"], "--mixgen-off-epoch must be >= 0, got -1"),
     (["--mixgen", "--mixgen-loss", "soft", "--accum-freq", "2"],
      "--mixgen-loss soft needs --accum-freq 1"),
+    (["--mixgen", "--mixgen-mixed-weight", "0.5", "--accum-freq", "2"],
+     "--mixgen-mixed-weight 0.5 needs --accum-freq 1"),
+    (["--mixgen", "--mixgen-mixed-weight", "0"],
+     "--mixgen-mixed-weight must be a finite float > 0, got 0.0"),
+    (["--mixgen-mixed-weight", "0.5"], "--mixgen-mixed-weight needs --mixgen"),
 ])
 def test_bad_flags_are_refused_in_one_line(capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -9,20 +9,68 @@ from PIL import Image
 
 from mixgen_bench.metrics import mean_confidence_interval, student_t_quantile
 from mixgen_bench.options import Arm
-from mixgen_bench.report import METRICS, metric_bounds, plot, summarize, write_outputs
+from mixgen_bench.report import (
+    METRICS,
+    curve_plot,
+    metric_bounds,
+    plot,
+    summarize,
+    write_outputs,
+)
 
 ARMS = [Arm("baseline"), Arm("mixgen", {})]
 
 
-def results_of(recalls: dict[str, list[float]], size: int = 64) -> dict:
-    """Harness results whose every metric of an arm takes its per-seed ``recalls``."""
+def results_of(recalls: dict[str, list[float]], size: int = 64,
+               final: dict[str, list[float]] | None = None,
+               curves: dict[str, list[list[float]]] | None = None) -> dict:
+    """Harness results whose every metric of an arm takes its per-seed ``recalls`` at the
+    selected (best validation) epoch 2 of 4, and ``final`` (default: the same) at the last
+    epoch; ``curves`` gives each arm's per-seed validation scores at epochs 1-4."""
     seeds = list(range(len(recalls["baseline"])))
-    runs = [{"arm": arm, "size": size, "seed": seed, "train_seconds": 1.0,
-             "metrics": dict.fromkeys(METRICS, values[seed])}
+    final = final or recalls
+    runs = [{"arm": arm, "size": size, "seed": seed, "epochs": 4, "selected_epoch": 2,
+             "train_seconds": 1.0, "eval_seconds": 0.25, "seconds": 1.5,
+             "curve": [{"epoch": e + 1, "step": 8 * (e + 1), "val_score": score}
+                       for e, score in enumerate(curves[arm][seed])] if curves else [],
+             "metrics": dict.fromkeys(METRICS, values[seed]),
+             "metrics_best_val": dict.fromkeys(METRICS, values[seed]),
+             "metrics_final": dict.fromkeys(METRICS, final[arm][seed])}
             for arm, values in recalls.items() for seed in seeds]
     results = summarize(runs, ARMS, [size], seeds, "baseline", metric_bounds(200, 200))
-    results.update(arms={arm.name: {} for arm in ARMS}, held_out_pairs=200)
+    results.update(arms={arm.name: {} for arm in ARMS}, held_out_pairs=200,
+                   validation_pairs=100)
     return results
+
+
+def test_report_gives_the_selected_epochs_and_the_last_epoch_too(tmp_path):
+    results = results_of({"baseline": [80.0, 81.0, 79.0], "mixgen": [90.0, 92.0, 91.0]},
+                         final={"baseline": [70.0, 72.0, 71.0], "mixgen": [70.0, 71.0, 72.0]})
+    table = write_and_read(results, tmp_path)
+    assert ("Checkpoints: best validation score (mean of i2t and t2i R@1 on 100 validation "
+            "pairs); selected epochs of 4, per seed: baseline 2, 2, 2; mixgen 2, 2, 2.") in table
+    # at the last epoch the difference is 0.0 [-2.5, 2.5]: mixgen's 71.0 against 71.0
+    assert ("At the last epoch instead: mixgen - baseline i2t_R@1 0.0 [-2.5, 2.5]; "
+            "mixgen - baseline t2i_R@1 0.0 [-2.5, 2.5].") in table
+    assert "Evaluations took 17% of the runs' time (2 of 9 s)." in table
+    assert results["paired"]["64"]["mixgen"]["i2t_R@1"]["mean"] == 11.0
+
+
+def test_curve_plot_draws_each_arms_mean_with_a_band():
+    curves = {"baseline": [[10.0, 30.0, 20.0, 15.0]] * 2 + [[12.0, 32.0, 22.0, 17.0]],
+              "mixgen": [[5.0, 15.0, 25.0, 35.0]] * 3}
+    results = results_of({"baseline": [1.0, 2.0, 3.0], "mixgen": [1.0, 2.0, 3.0]},
+                         curves=curves)
+    axis = curve_plot(results).axes[0]
+    lines = {line.get_label(): line for line in axis.get_lines()}
+    assert list(lines["baseline"].get_xdata()) == [8, 16, 24, 32]
+    assert list(lines["baseline"].get_ydata()) == pytest.approx(
+        [32 / 3, 92 / 3, 62 / 3, 47 / 3])
+    assert list(lines["mixgen"].get_ydata()) == [5.0, 15.0, 25.0, 35.0]
+    bands = axis.collections
+    assert len(bands) == 2  # a 95% band per arm (three seeds)
+    low = min(bands[0].get_paths()[0].vertices[:, 1])
+    assert low < 32 / 3
 
 
 def test_bounded_interval_is_clipped_and_needs_min_n():
