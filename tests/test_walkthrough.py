@@ -15,8 +15,8 @@ from mixgen_bench import clip_retrieval as harness
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 IMAGES = 18
-TINY = ["--sizes", "12", "--eval-size", "6", "--seeds", "0,1", "--epochs", "1",
-        "--batch-size", "4", "--image-size", "16"]
+TINY = ["--sizes", "8", "--val-size", "4", "--eval-size", "6", "--seeds", "0,1",
+        "--epochs", "2", "--batch-size", "4", "--image-size", "16"]
 
 
 def walkthrough_command() -> list[str]:
@@ -62,10 +62,14 @@ def test_readme_walkthrough_end_to_end(tmp_path, monkeypatch, capsys):
     assert [(run["arm"], run["seed"]) for run in results["runs"]] == [
         ("baseline", 0), ("mixgen", 0), ("baseline", 1), ("mixgen", 1)]
     assert results["held_out_pairs"] == 6 and results["skipped"] == []
-    command = (out / "logs" / "mixgen-n12-s1" / "command.txt").read_text()
+    command = (out / "logs" / "mixgen-n8-s1" / "command.txt").read_text()
     assert f"--pretrained {tmp_path / 'my-checkpoint.pt'}" in command
     table = (out / "results.md").read_text()
     assert "no confidence intervals: they need at least 3 seeds" in table
+    assert results["select"] == "best-val" and results["validation_pairs"] == 4
+    assert "Checkpoints: best validation score (mean of i2t and t2i R@1 on 4 validation " \
+        "pairs); selected epochs of 2, per seed: " in table
+    assert "At the last epoch instead: mixgen - baseline i2t_R@1 " in table
     assert "i2t_R@1: " in table and "not enough seeds to tell (give at least 3)." in table
     with Image.open(out / "results.png") as plot:
         assert plot.size == (1000, 700)
