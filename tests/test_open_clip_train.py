@@ -3,7 +3,6 @@ it, batches mixed in the loader workers, the soft/mask loss fed each batch's inf
 checkpoints, resume, torchrun on CPU, and refusals (moved internals, bad flags)."""
 
 import importlib
-import io
 import logging
 import re
 import shlex
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_pairs
 from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
@@ -33,30 +33,22 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore::ResourceWarning")
 
 
-def _png(rng: np.random.Generator) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, "png")
-    return buffer.getvalue()
-
-
 def make_data(root: Path) -> None:
     """``root/data``: 64 random 32 px images with captions "a photo of thing i", as
-    ``train.csv`` (open_clip's tab-separated ``filepath``/``title``) and as two
-    webdataset shards ``shards/0000{0,1}.tar``."""
+    ``train.csv`` (open_clip's tab-separated ``filepath``/``title``, paths from ``root``)
+    and as two webdataset shards ``shards/0000{0,1}.tar``."""
     rng = np.random.default_rng(0)
     data = root / "data"
-    (data / "images").mkdir(parents=True)
+    write_pairs(data, NUM_PAIRS, csv="train.csv", prefix="data/",
+                caption="a photo of thing {}".format,
+                image=lambda i: Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)))
     (data / "shards").mkdir()
-    rows = ["filepath\ttitle"]
     writers = [wds.TarWriter(str(data / "shards" / f"{s:05d}.tar")) for s in range(2)]
     for i in range(NUM_PAIRS):
-        png, caption = _png(rng), f"a photo of thing {i}"
-        (data / "images" / f"{i}.png").write_bytes(png)
-        rows.append(f"data/images/{i}.png\t{caption}")
-        writers[i % 2].write({"__key__": f"{i:05d}", "png": png, "txt": caption})
+        writers[i % 2].write({"__key__": f"{i:05d}", "txt": f"a photo of thing {i}",
+                              "png": (data / "images" / f"{i}.png").read_bytes()})
     for writer in writers:
         writer.close()
-    (data / "train.csv").write_text("\n".join(rows) + "\n")
 
 
 @pytest.fixture(scope="module")
