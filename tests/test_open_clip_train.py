@@ -24,7 +24,8 @@ train_params = pytest.importorskip("open_clip_train.params")
 
 from mixgen import open_clip_train as mixgen_train  # noqa: E402  (needs open_clip)
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+GUIDE = ROOT / "docs" / "open_clip_train.md"
 NUM_PAIRS = 64
 BATCH = 16
 PHOTO = open_clip.tokenize(["photo"])[0, 1].item()  # one token of every caption
@@ -203,12 +204,19 @@ def test_killed_run_resumes_and_checkpoints_load_in_open_clip(monkeypatch, caplo
     assert same(model.state_dict(), checkpoint["state_dict"])
 
 
-# ----------------------------------------------------------------------------- README
-def readme_commands() -> list[str]:
-    """The shell commands of the README's "Training with open_clip", one line each."""
-    section = README.read_text().split("## Training with open_clip", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+# ----------------------------------------------------------------------------- the guide
+def shell_commands(markdown: str) -> list[str]:
+    """The shell commands of the ```bash blocks of a Markdown text, one line each."""
+    blocks = re.findall(r"```bash\n(.*?)```", markdown, flags=re.S)
     return [block.replace("\\\n", " ").strip() for block in blocks]
+
+
+def test_the_readme_command_is_one_the_guide_runs():
+    """The README's trainer command is one of docs/open_clip_train.md's, which the test
+    below runs as written."""
+    section = (ROOT / "README.md").read_text().split("## Training with open_clip\n")[1]
+    readme = shell_commands(section.split("\n## ")[0])
+    assert len(readme) == 1 and readme[0] in shell_commands(GUIDE.read_text())
 
 
 def expected_lines(argv: list[str], ranks: int) -> list[str]:
@@ -229,12 +237,12 @@ def expected_lines(argv: list[str], ranks: int) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", readme_commands())
-def test_readme_training_command_as_written(workdir, caplog, command):
-    """Each command of the README runs as written on the tiny data set, in-process for
-    ``python -m``, and as two CPU processes for ``torchrun`` (run as ``python -m
-    torch.distributed.run``, which is what ``torchrun`` is): every rank mixes every
-    batch and its loss scores each batch with that batch's info."""
+@pytest.mark.parametrize("command", shell_commands(GUIDE.read_text()))
+def test_guide_training_command_as_written(workdir, caplog, command):
+    """Each command of docs/open_clip_train.md runs as written on the tiny data set,
+    in-process for ``python -m``, and as two CPU processes for ``torchrun`` (run as
+    ``python -m torch.distributed.run``, which is what ``torchrun`` is): every rank mixes
+    every batch and its loss scores each batch with that batch's info."""
     caplog.set_level(logging.INFO)
     argv = shlex.split(command)
     if argv[0] == "torchrun":

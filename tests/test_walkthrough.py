@@ -1,6 +1,7 @@
-"""The README's walkthrough "Is MixGen worth it on my data?", run as written on a generated
-folder of images and a tab-separated CSV, with a checkpoint: its command is read from the
-README, and only sizes, seeds and the budget are made tiny by flags given after it."""
+"""The walkthrough "Is MixGen worth it on my data?" of mixgen_bench/README.md, run as written
+on a generated folder of images and a tab-separated CSV, with a checkpoint: its command is
+read from the README, and only sizes, seeds and the budget are made tiny by flags given
+after it."""
 
 import json
 import re
@@ -14,7 +15,7 @@ from PIL import Image
 
 from mixgen_bench import clip_retrieval as harness
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "mixgen_bench" / "README.md"
 IMAGES = 18
 TINY = ["--sizes", "12", "--eval-size", "6", "--seeds", "0,1", "--epochs", "1",
         "--batch-size", "4", "--image-size", "16"]
