@@ -70,13 +70,26 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
               previous: PartnerRows | None = None) -> Mixed:
     """Mix one batch; returns ``(images, texts, info, kept)``.
 
-    ``images`` is a ``[B, ...]`` batch, or, with ``allocate``, a collate function's list of
-    B sample tensors, stacked and mixed in one pass into ``allocate(rows, first_sample)``.
-    ``texts`` is one caption per image (see :class:`~mixgen.MixGen`). The parameters are
-    drawn from ``generator`` on the host, or replayed from ``info``; token ids are joined in
-    ``layout`` (default: read from the ids, open_clip's). With ``pairing="previous"`` the
-    partners are the rows ``previous`` of the last batch (none: no pairs), and ``kept``
-    holds this batch's rows for the next one, taken before anything is written.
+    Args:
+        config: the options.
+        images: a ``[B, ...]`` batch, or, with ``allocate``, a collate function's list of
+            B sample tensors, stacked and mixed in one pass.
+        texts: one caption per image (see :class:`~mixgen.MixGen`).
+        generator: the CPU generator the parameters are drawn from, on the host.
+        info: a :class:`~mixgen.MixGenInfo` to replay instead of drawing.
+        layout: how token ids are laid out (default: read from the ids, open_clip's).
+        allocate: ``allocate(rows, first_sample)`` makes the batch tensor to stack into.
+        previous: with ``pairing="previous"``, the partner rows of the last batch (none:
+            no pairs); ``kept`` then holds this batch's rows for the next one, taken
+            before anything is written.
+
+    Example:
+        >>> import torch
+        >>> from mixgen import MixGenConfig
+        >>> from mixgen.batch import mix_batch
+        >>> mixed = mix_batch(MixGenConfig(ratio=0.5), torch.zeros(4, 3, 2, 2), list("abcd"))
+        >>> mixed.texts, mixed.info.source.tolist(), mixed.info.partner.tolist()
+        (['a c', 'b d', 'c', 'd'], [0, 1], [2, 3])
     """
     samples = allocate is not None
     if samples:

@@ -29,9 +29,23 @@ class MixGenCollate:
     of the last batch it collated (in each worker its own), the partners of the next
     batch's first M rows; the first batch of each worker passes through unmixed.
 
-    Takes a :class:`~mixgen.MixGenConfig` and/or its keyword options, ``generator`` and
-    ``tokenizer``, as :class:`~mixgen.MixGen` does (``inplace`` excepted: the collate
-    function owns the batch it allocates and always mixes into it).
+    Args:
+        config: a :class:`~mixgen.MixGenConfig`; keyword options replace its values.
+        tokenizer: applied to string captions after mixing; for token-id captions, the
+            tokenizer that made them, as in :class:`~mixgen.MixGen`.
+        generator: a CPU ``torch.Generator``, as in :class:`~mixgen.MixGen`.
+        **options: every other option of :class:`~mixgen.MixGen` but ``inplace`` (the
+            collate function owns the batch it allocates and always mixes into it).
+
+    Example:
+        >>> import torch
+        >>> from mixgen import MixGenCollate
+        >>> samples = [(torch.full((3, 2, 2), float(i)), f"caption {i}") for i in range(4)]
+        >>> images, texts = MixGenCollate(ratio=0.5)(samples)  # DataLoader(collate_fn=...)
+        >>> images[:, 0, 0, 0].tolist()
+        [1.0, 2.0, 2.0, 3.0]
+        >>> texts
+        ['caption 0 caption 2', 'caption 1 caption 3', 'caption 2', 'caption 3']
     """
 
     def __init__(self, config: MixGenConfig | None = None, /, *,

@@ -51,6 +51,33 @@ class MixGenConfig:
     builds the config from the parsed namespace. The plumbing fields (``inplace``,
     ``return_info``, ``image_key``, ``text_key``) belong to the code calling MixGen and
     get no flag.
+
+    Args:
+        lam: the source image's weight (the partner gets ``1 - lam``).
+        alpha: if set, one lambda per pair drawn from ``Beta(alpha, alpha)``.
+        ratio: the fraction of the batch that becomes new pairs, rounded down (0.25 when
+            neither ``ratio`` nor ``num_pairs`` is given).
+        num_pairs: an absolute number of pairs instead of ``ratio``.
+        pairing: ``first``, ``permute``, ``roll``, ``flip`` or ``previous``.
+        mode: ``replace`` keeps the batch size; ``append`` adds the new pairs.
+        p: the probability of mixing a batch at all.
+        image_op: ``mixup``, ``cutmix`` or ``concat``.
+        text_op: ``concat`` (join with ``sep``) or ``select``.
+        sep: the separator of joined captions.
+        multi_caption: ``by_position`` or ``pick_one``, for several captions per image.
+        inplace: write into the caller's tensor and list.
+        return_info: also return the :class:`~mixgen.MixGenInfo`.
+        image_key, text_key: where a dict batch keeps its images and captions.
+
+    Example:
+        >>> from mixgen import MixGenConfig
+        >>> config = MixGenConfig(ratio=0.5, pairing="permute")
+        >>> config.lam, config.mode
+        (0.5, 'replace')
+        >>> MixGenConfig(lam=2.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: lam must be in [0, 1], got 2.0
     """
 
     lam: float = _option(0.5, "the source image's weight when alpha is None")

@@ -46,6 +46,16 @@ class BatchTransform:
         generator: a CPU ``torch.Generator``, as in :class:`~mixgen.MixGen`.
         **options: every other option of :class:`~mixgen.MixGen` but ``return_info``
             (a column cannot hold it).
+
+    Example:
+        >>> import torch
+        >>> from mixgen.hf import BatchTransform
+        >>> transform = BatchTransform(ratio=0.5)  # ds.with_transform(transform)
+        >>> batch = {"image": [torch.full((3, 2, 2), float(i)) for i in range(4)],
+        ...          "text": ["a", "b", "c", "d"], "id": [0, 1, 2, 3]}
+        >>> mixed = transform(batch)
+        >>> mixed["image"][:, 0, 0, 0].tolist(), mixed["text"], mixed["id"]
+        ([1.0, 2.0, 2.0, 3.0], ['a c', 'b d', 'c', 'd'], [0, 1, 2, 3])
     """
 
     def __init__(self, config: MixGenConfig | None = None, /, *,

@@ -114,8 +114,23 @@ class MixGenClipLoss(ClipLoss):
     In distributed training each rank passes the info of its own batch, and every rank
     must produce the same number of rows (the same batch size, and in ``append`` mode
     the same number of pairs): global row indices are ``rank * N + local row``, as in
+<<<<<<< HEAD
     ``ClipLoss``. Without ``local_loss`` the ranks' affinity blocks and row weights are
     all-gathered.
+=======
+    ``ClipLoss``. Without ``local_loss`` the ranks' affinity blocks are all-gathered.
+
+    Example:
+        >>> import torch
+        >>> from mixgen import MixGen
+        >>> from mixgen.losses import MixGenClipLoss
+        >>> _, _, info = MixGen(ratio=0.5, return_info=True)(torch.rand(4, 3, 2, 2), list("abcd"))
+        >>> features, scale = torch.eye(4), torch.tensor(10.0)  # each pair matches itself
+        >>> plain = MixGenClipLoss("onehot")(features, features, scale, mixgen_info=info)
+        >>> soft = MixGenClipLoss("soft")(features, features, scale, mixgen_info=info)
+        >>> round(plain.item(), 2), round(soft.item(), 2)  # soft: partners share the target
+        (0.0, 3.33)
+>>>>>>> docs
     """
 
     def __init__(self, targets: str = "soft", mixed_weight: float = 1.0,

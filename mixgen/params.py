@@ -38,6 +38,35 @@ class MixGenInfo:
 
     With ``pairing="previous"``, ``partner[k]`` is a row of the previous batch (the
     kernels' ``partners=``), not of this one: :attr:`partner_in_batch` is False.
+
+    Args:
+        batch_size: the number of samples of the batch mixed.
+        mode: ``replace`` or ``append``.
+        pairing: how the pairs were drawn (``first``, ``permute``, ...).
+        source, partner: ``[M]`` indices of each pair's samples.
+        lam: ``[M]`` share of the source in each mixed image (for cutmix: the exact area
+            share).
+        boxes: cutmix only: ``[M, 4]`` rows ``(top, left, height, width)`` of the
+            partner's patch.
+        keep_source_text: caption select only: ``[M]`` bool, True where the source's
+            caption is kept.
+        caption_choice: ``[M, 2]`` uniforms in [0, 1) picking one caption of source and
+            partner, for several captions per image with ``multi_caption="pick_one"``.
+        image_op: ``mixup``, ``cutmix`` or ``concat``; default: cutmix when ``boxes`` are
+            given.
+        text_op: ``concat`` or ``select``; default: select when ``keep_source_text`` is
+            given.
+
+    Example:
+        >>> import torch
+        >>> from mixgen import MixGen, MixGenInfo
+        >>> info = MixGenInfo(batch_size=4, mode="replace", pairing="first",
+        ...                   source=torch.tensor([0]), partner=torch.tensor([3]),
+        ...                   lam=torch.tensor([0.25]))
+        >>> images = torch.arange(4.0).view(4, 1, 1, 1)  # image i has the value i
+        >>> mixed_images, mixed_texts = MixGen()(images, list("abcd"), info=info)  # replayed
+        >>> mixed_images.flatten().tolist(), mixed_texts
+        ([2.25, 1.0, 2.0, 3.0], ['a d', 'b', 'c', 'd'])
     """
 
     batch_size: int
@@ -46,18 +75,11 @@ class MixGenInfo:
     source: Tensor
     partner: Tensor
     lam: Tensor
-    """Share of the source in each mixed image (for cutmix: the exact area share)."""
     boxes: Tensor | None = None
-    """Cutmix only: ``[M, 4]`` rows ``(top, left, height, width)`` of the partner's patch."""
     keep_source_text: Tensor | None = None
-    """Caption select only: ``[M]`` bool, True where the source's caption is kept."""
     caption_choice: Tensor | None = None
-    """``[M, 2]`` uniforms in [0, 1) picking one caption of source and partner, for
-    several captions per image with ``multi_caption="pick_one"``."""
     image_op: str | None = None
-    """``mixup``, ``cutmix`` or ``concat``; default: cutmix when ``boxes`` are given."""
     text_op: str | None = None
-    """``concat`` or ``select``; default: select when ``keep_source_text`` is given."""
 
     def __post_init__(self) -> None:
         fill = object.__setattr__  # frozen: defaults resolved once, here

@@ -52,6 +52,18 @@ class MixGen(nn.Module):
         tokenizer: the open_clip or Hugging Face tokenizer that made token-id captions;
             its special ids, padding side and the ids of ``sep`` say how to join them.
             Without it only open_clip's ids (every row starting with 49406) are read.
+        **options: the fields of :class:`~mixgen.MixGenConfig`, as above.
+
+    Example:
+        >>> import torch
+        >>> from mixgen import MixGen
+        >>> images = torch.arange(8.0).view(8, 1, 1, 1)  # image i has the value i
+        >>> texts = [f"caption {i}" for i in range(8)]
+        >>> mixed_images, mixed_texts = MixGen()(images, texts)
+        >>> mixed_images.flatten().tolist()  # rows 0, 1 mixed with rows 2, 3 at lam 0.5
+        [1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        >>> mixed_texts[:3]
+        ['caption 0 caption 2', 'caption 1 caption 3', 'caption 2']
     """
 
     def __init__(self, config: MixGenConfig | None = None, /, *,

@@ -64,5 +64,21 @@ def mixgen(config: MixGenConfig | None = None, /, *,
     """A webdataset stage that applies ``MixGen(config, **options)`` to every batch.
 
     The options are checked here, when the pipeline is built, not in the workers.
+
+    Args:
+        config: a :class:`~mixgen.MixGenConfig`; keyword options replace its values.
+        handler: webdataset's error handler, called with a batch's error: the batch is
+            skipped when it returns True (``wds.warn_and_continue``), the stage stops when
+            it returns False, and the default re-raises.
+        **options: every other option of :class:`~mixgen.MixGen`, ``tokenizer`` and
+            ``generator`` included.
+
+    Example:
+        >>> import torch
+        >>> import mixgen.wds
+        >>> stage = mixgen.wds.mixgen(ratio=0.5)  # wds.DataPipeline(..., wds.batched(4), stage)
+        >>> batches = [(torch.zeros(4, 3, 2, 2), ["a", "b", "c", "d"])]
+        >>> [texts for _, texts in stage(iter(batches))]
+        [['a c', 'b d', 'c', 'd']]
     """
     return _mix_stage(MixGen(config, **options), handler=handler)

@@ -1,11 +1,16 @@
-"""Shared test helpers: small batches, and the reference code the library is checked
-against (the paper's published loops, and a plain loop over an info's pairs).
+"""Shared test helpers: small batches, folders of generated image-caption pairs, and the
+reference code the library is checked against (the paper's published loops, and a plain
+loop over an info's pairs).
 
 ``benchmarks/throughput.py`` times the published loop from here too, so it exists once.
 """
 
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
 import numpy as np
 import torch
+from PIL import Image
 
 
 def captions(n: int) -> list[str]:
@@ -17,6 +22,31 @@ def image_batch(n: int, *, dtype=torch.float32, shape=(3, 4, 5), seed: int = 0) 
     if dtype == torch.uint8:
         return torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8)
     return torch.rand((n, *shape), generator=gen).to(dtype)
+
+
+def red_square(i: int) -> Image.Image:
+    """An 8 x 8 image of red level ``20 * i``."""
+    return Image.new("RGB", (8, 8), (20 * i, 0, 0))
+
+
+def write_pairs(folder: Path, count: int, *, csv: str = "pairs.csv", images: str = "images",
+                image: Callable[[int], Image.Image] = red_square,
+                name: Callable[[int], str] = "{}.png".format,
+                caption: Callable[[int], str] = "red level {}".format,
+                sep: str = "\t", prefix: str = "") -> Path:
+    """A folder of ``count`` generated pairs as open_clip_train and the harness read them:
+    ``image(i)`` saved as ``folder/images/name(i)`` (the format follows the suffix), and
+    ``folder/csv`` with a ``filepath``/``title`` header, separated by ``sep``, whose row
+    ``i`` is ``prefix + images/name(i)`` and ``caption(i)``. Returns the CSV's path."""
+    (folder / images).mkdir(parents=True, exist_ok=True)
+    rows = [f"filepath{sep}title"]
+    for i in range(count):
+        relative = PurePosixPath(images, name(i)).as_posix()
+        image(i).save(folder / relative)
+        rows.append(f"{prefix}{relative}{sep}{caption(i)}")
+    path = folder / csv
+    path.write_text("\n".join(rows) + "\n")
+    return path
 
 
 def published_mixgen(image, text, num, lam=0.5):

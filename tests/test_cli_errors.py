@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from helpers import write_pairs
 
 from mixgen import open_clip_train
 from mixgen_bench import clip_retrieval as harness
@@ -34,12 +34,7 @@ def folder(tmp_path, monkeypatch):
     """A working folder with ``pairs.csv`` (tab-separated filepath/title) of 12 images
     in ``images/``; the CSV's paths are relative to its folder."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "images").mkdir()
-    rows = ["filepath\ttitle"]
-    for i in range(12):
-        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / "images" / f"{i}.png")
-        rows.append(f"images/{i}.png\tred level {i}")
-    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    write_pairs(tmp_path, 12)
     return tmp_path
 
 

@@ -1,9 +1,9 @@
 """An open_clip-style CSV data set (``filepath,title``), read by open_clip's own CsvDataset,
 which tokenizes each caption, batched by a DataLoader with MixGenCollate in 2 workers."""
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_pairs
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2 as T
@@ -16,15 +16,11 @@ open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
 
 @pytest.fixture
 def csv_file(tmp_path):
-    """Twelve 6x6 images of value 20 * i, titled "a photo number i"."""
-    rows = ["filepath,title"]
-    for i in range(12):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(np.full((6, 6, 3), 20 * i, np.uint8)).save(path)
-        rows.append(f"{path},a photo number {i}")
-    csv = tmp_path / "train.csv"
-    csv.write_text("\n".join(rows) + "\n")
-    return csv
+    """Twelve 6x6 images of value 20 * i, titled "a photo number i", at absolute paths in
+    a comma-separated CSV."""
+    return write_pairs(tmp_path, 12, csv="train.csv", images="", sep=",",
+                       prefix=f"{tmp_path}/", caption="a photo number {}".format,
+                       image=lambda i: Image.new("RGB", (6, 6), (20 * i,) * 3))
 
 
 def test_dataloader_with_mixgen_collate_over_open_clip_csv_dataset(csv_file):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_pairs
 from PIL import Image
 from torchvision.io import read_image
 
@@ -188,11 +189,7 @@ def test_minilm_text_tower_loads_offline(tmp_path):
 
 
 def test_data_options_and_training_files(tmp_path):
-    rows = ["filepath\ttitle"]  # open_clip_train's CSV: tab-separated
-    for i in range(10):
-        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / f"{i}.png")
-        rows.append(f"{i}.png\tred level {i}")
-    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    write_pairs(tmp_path, 10, images="")  # open_clip_train's CSV: tab-separated
     options = parse_options(["--data", f"csv:{tmp_path / 'pairs.csv'}", "--eval-size", "3",
                              "--val-size", "2", "--image-size", "4"])
     train, validation, held_out = sources.load_data(options, 5)

@@ -3,7 +3,6 @@ it, batches mixed in the loader workers, the soft/mask loss fed each batch's inf
 checkpoints, resume, torchrun on CPU, and refusals (moved internals, bad flags)."""
 
 import importlib
-import io
 import logging
 import re
 import shlex
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_pairs
 from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
@@ -24,7 +24,8 @@ train_params = pytest.importorskip("open_clip_train.params")
 
 from mixgen import open_clip_train as mixgen_train  # noqa: E402  (needs open_clip)
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+GUIDE = ROOT / "docs" / "open_clip_train.md"
 NUM_PAIRS = 64
 BATCH = 16
 PHOTO = open_clip.tokenize(["photo"])[0, 1].item()  # one token of every caption
@@ -33,30 +34,22 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore::ResourceWarning")
 
 
-def _png(rng: np.random.Generator) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, "png")
-    return buffer.getvalue()
-
-
 def make_data(root: Path) -> None:
     """``root/data``: 64 random 32 px images with captions "a photo of thing i", as
-    ``train.csv`` (open_clip's tab-separated ``filepath``/``title``) and as two
-    webdataset shards ``shards/0000{0,1}.tar``."""
+    ``train.csv`` (open_clip's tab-separated ``filepath``/``title``, paths from ``root``)
+    and as two webdataset shards ``shards/0000{0,1}.tar``."""
     rng = np.random.default_rng(0)
     data = root / "data"
-    (data / "images").mkdir(parents=True)
+    write_pairs(data, NUM_PAIRS, csv="train.csv", prefix="data/",
+                caption="a photo of thing {}".format,
+                image=lambda i: Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)))
     (data / "shards").mkdir()
-    rows = ["filepath\ttitle"]
     writers = [wds.TarWriter(str(data / "shards" / f"{s:05d}.tar")) for s in range(2)]
     for i in range(NUM_PAIRS):
-        png, caption = _png(rng), f"a photo of thing {i}"
-        (data / "images" / f"{i}.png").write_bytes(png)
-        rows.append(f"data/images/{i}.png\t{caption}")
-        writers[i % 2].write({"__key__": f"{i:05d}", "png": png, "txt": caption})
+        writers[i % 2].write({"__key__": f"{i:05d}", "txt": f"a photo of thing {i}",
+                              "png": (data / "images" / f"{i}.png").read_bytes()})
     for writer in writers:
         writer.close()
-    (data / "train.csv").write_text("\n".join(rows) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -225,12 +218,19 @@ def test_killed_run_resumes_and_checkpoints_load_in_open_clip(monkeypatch, caplo
     assert same(model.state_dict(), checkpoint["state_dict"])
 
 
-# ----------------------------------------------------------------------------- README
-def readme_commands() -> list[str]:
-    """The shell commands of the README's "Training with open_clip", one line each."""
-    section = README.read_text().split("## Training with open_clip", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+# ----------------------------------------------------------------------------- the guide
+def shell_commands(markdown: str) -> list[str]:
+    """The shell commands of the ```bash blocks of a Markdown text, one line each."""
+    blocks = re.findall(r"```bash\n(.*?)```", markdown, flags=re.S)
     return [block.replace("\\\n", " ").strip() for block in blocks]
+
+
+def test_the_readme_command_is_one_the_guide_runs():
+    """The README's trainer command is one of docs/open_clip_train.md's, which the test
+    below runs as written."""
+    section = (ROOT / "README.md").read_text().split("## Training with open_clip\n")[1]
+    readme = shell_commands(section.split("\n## ")[0])
+    assert len(readme) == 1 and readme[0] in shell_commands(GUIDE.read_text())
 
 
 def expected_lines(argv: list[str], ranks: int) -> list[str]:
@@ -251,12 +251,12 @@ def expected_lines(argv: list[str], ranks: int) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", readme_commands())
-def test_readme_training_command_as_written(workdir, caplog, command):
-    """Each command of the README runs as written on the tiny data set, in-process for
-    ``python -m``, and as two CPU processes for ``torchrun`` (run as ``python -m
-    torch.distributed.run``, which is what ``torchrun`` is): every rank mixes every
-    batch and its loss scores each batch with that batch's info."""
+@pytest.mark.parametrize("command", shell_commands(GUIDE.read_text()))
+def test_guide_training_command_as_written(workdir, caplog, command):
+    """Each command of docs/open_clip_train.md runs as written on the tiny data set,
+    in-process for ``python -m``, and as two CPU processes for ``torchrun`` (run as
+    ``python -m torch.distributed.run``, which is what ``torchrun`` is): every rank mixes
+    every batch and its loss scores each batch with that batch's info."""
     caplog.set_level(logging.INFO)
     argv = shlex.split(command)
     if argv[0] == "torchrun":

@@ -2,6 +2,7 @@
 transform, collate function or webdataset stage saw (each DataLoader worker its own),
 checked against a reference of a few lines over consecutive batches."""
 
+import argparse
 import logging
 
 import pytest
@@ -321,8 +322,14 @@ def test_webdataset_stage_in_two_workers():
 
 
 # ----------------------------------------------------------------------------- trainer
-def test_config_flag_accepts_previous():
-    assert "previous" in MixGenConfig.__dataclass_fields__["pairing"].metadata["choices"]
+def test_the_trainer_flags_parse_previous_with_a_ratio_above_one_half():
+    """The ``--mixgen-*`` flags, generated from the config as the trainer's are: unlike
+    ``first``, ``previous`` takes partners from outside the batch, so any ratio up to 1."""
+    parser = argparse.ArgumentParser()
+    MixGenConfig.add_arguments(parser, prefix="mixgen-")
+    args = parser.parse_args(["--mixgen-pairing", "previous", "--mixgen-ratio", "0.75"])
+    config = MixGenConfig.from_namespace(args, prefix="mixgen-")
+    assert (config.pairing, config.ratio, config.mode) == ("previous", 0.75, "replace")
 
 
 @pytest.mark.slow

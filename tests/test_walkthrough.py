@@ -1,6 +1,7 @@
-"""The README's walkthrough "Is MixGen worth it on my data?", run as written on a generated
-folder of images and a tab-separated CSV, with a checkpoint: its command is read from the
-README, and only sizes, seeds and the budget are made tiny by flags given after it."""
+"""The walkthrough "Is MixGen worth it on my data?" of mixgen_bench/README.md, run as written
+on a generated folder of images and a tab-separated CSV, with a checkpoint: its command is
+read from the README, and only sizes, seeds and the budget are made tiny by flags given
+after it."""
 
 import json
 import re
@@ -9,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_pairs
 from PIL import Image
 
 from mixgen_bench import clip_retrieval as harness
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "mixgen_bench" / "README.md"
 IMAGES = 18
 TINY = ["--sizes", "8", "--val-size", "4", "--eval-size", "6", "--seeds", "0,1",
         "--epochs", "2", "--batch-size", "4", "--image-size", "16"]
@@ -33,13 +35,9 @@ def make_folder(root: Path) -> None:
     """``my-data/`` (images and captions.csv, as the walkthrough describes) and
     ``my-checkpoint.pt``, an open_clip state dict of ``mixgen-tiny`` at 16 px."""
     open_clip = pytest.importorskip("open_clip")
-    (root / "my-data" / "images").mkdir(parents=True)
-    rows = ["filepath\ttitle"]
-    for i in range(IMAGES):
-        colour = (14 * i, 255 - 14 * i, 40 * (i % 3))
-        Image.new("RGB", (24, 20), colour).save(root / "my-data" / "images" / f"{i:04d}.jpg")
-        rows.append(f"images/{i:04d}.jpg\ta photo of colour {i} number {i % 3}")
-    (root / "my-data" / "captions.csv").write_text("\n".join(rows) + "\n")
+    write_pairs(root / "my-data", IMAGES, csv="captions.csv", name="{:04d}.jpg".format,
+                image=lambda i: Image.new("RGB", (24, 20), (14 * i, 255 - 14 * i, 40 * (i % 3))),
+                caption=lambda i: f"a photo of colour {i} number {i % 3}")
     torch.manual_seed(0)
     model = open_clip.create_model("mixgen-tiny", force_image_size=16)
     torch.save(model.state_dict(), root / "my-checkpoint.pt")
