@@ -25,7 +25,7 @@ from typing import Any
 from mixgen_bench.clip_retrieval import run_benchmark
 from mixgen_bench.metrics import mean_confidence_interval, paired_difference
 from mixgen_bench.options import parse_options
-from mixgen_bench.report import curve_plot
+from mixgen_bench.report import MIN_SEEDS, curve_plot
 
 PROTOCOL = Path("benchmarks") / "study_v2" / "protocol.json"
 R_AT_1 = ("i2t_R@1", "t2i_R@1")
@@ -88,13 +88,14 @@ def paired_cells(runs: list[dict], reference: str, key: str) -> dict[str, dict[s
         seeds = sorted(s for a, s in metrics if a == arm and (reference, s) in metrics)
         if seeds:
             table[arm] = {m: {**paired_difference([metrics[(arm, s)][m] for s in seeds],
-                                                  [metrics[(reference, s)][m] for s in seeds]),
-                              "seeds": seeds} for m in R_AT_1}
+                                                  [metrics[(reference, s)][m] for s in seeds],
+                                                  min_n=MIN_SEEDS), "seeds": seeds}
+                          for m in R_AT_1}
     return table
 
 
 def cell(stats: dict) -> str:
-    """``+1.2 [-0.3, 2.7]`` (the mean alone below two seeds)."""
+    """``+1.2 [-0.3, 2.7]`` (the mean alone below :data:`MIN_SEEDS` seeds)."""
     if stats["ci_low"] is None:
         return f"{stats['mean']:+.1f}"
     low, high = (round(stats[k], 1) + 0.0 for k in ("ci_low", "ci_high"))
@@ -143,7 +144,7 @@ def cell_table(runs: list[dict], reference: str, title: str) -> list[str]:
 
 
 def cell_mean(values: list[float]) -> str:
-    stats = mean_confidence_interval(values, bounds=(0.0, 100.0), min_n=3)
+    stats = mean_confidence_interval(values, bounds=(0.0, 100.0), min_n=MIN_SEEDS)
     return f"{stats['mean']:.1f}" + ("" if stats["ci_low"] is None else
                                      f" [{stats['ci_low']:.1f}, {stats['ci_high']:.1f}]")
 
