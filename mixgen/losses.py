@@ -119,32 +119,39 @@ class MixGenClipLoss(ClipLoss):
         if mixgen_info is None or self.targets == "onehot":
             return super().forward(image_features, text_features, logit_scale,
                                    logit_bias=logit_bias, output_dict=output_dict)
-        if not isinstance(mixgen_info, MixGenInfo):
-            raise TypeError(f"mixgen_info must be a MixGenInfo or None, "
-                            f"got {type(mixgen_info).__name__}")
-        if mixgen_info.output_size != image_features.shape[0]:
-            raise ValueError(f"mixgen_info describes a batch of {mixgen_info.output_size} "
-                             f"rows but image_features has {image_features.shape[0]}")
+        _check_info(mixgen_info, image_features.shape[0])
         if not _has_partial_positives(mixgen_info) and (self.world_size == 1
                                                         or self.local_loss):
             # only the own pairs here (other ranks' blocks are not known without a gather)
             return super().forward(image_features, text_features, logit_scale,
                                    logit_bias=logit_bias, output_dict=output_dict)
-        image_side, text_side = self.affinity_rows(mixgen_info, image_features)
         logits_per_image, logits_per_text = self.get_logits(
             image_features, text_features, logit_scale, logit_bias=logit_bias)
-        if self.targets == "soft":
-            loss = (F.cross_entropy(logits_per_image, _normalise_rows(image_side))
-                    + F.cross_entropy(logits_per_text, _normalise_rows(text_side))) / 2
-        else:
-            labels = self.get_ground_truth(image_features.device, logits_per_image.shape[0])
-            loss = (F.cross_entropy(_mask_partial(logits_per_image, image_side, labels), labels)
-                    + F.cross_entropy(_mask_partial(logits_per_text, text_side, labels),
-                                      labels)) / 2
+        loss = self.loss_from_logits(logits_per_image, logits_per_text, mixgen_info)
         return {"contrastive_loss": loss} if output_dict else loss
 
+    def loss_from_logits(self, logits_per_image: Tensor, logits_per_text: Tensor,
+                         mixgen_info: MixGenInfo | None = None) -> Tensor:
+        """The loss of logits a model computed itself, laid out like ``ClipLoss``'s
+        (``[N, N]`` on one rank): transformers' ``CLIPOutput.logits_per_image`` and
+        ``logits_per_text``, for example. Without ``mixgen_info``, or with
+        ``targets="onehot"``, it is the plain contrastive loss."""
+        labels = self.get_ground_truth(logits_per_image.device, logits_per_image.shape[0])
+        if mixgen_info is None or self.targets == "onehot":
+            return (F.cross_entropy(logits_per_image, labels)
+                    + F.cross_entropy(logits_per_text, labels)) / 2
+        _check_info(mixgen_info, logits_per_image.shape[0], "logits_per_image")
+        image_side, text_side = self.affinity_rows(mixgen_info, logits_per_image)
+        if self.targets == "soft":
+            return (F.cross_entropy(logits_per_image, _normalise_rows(image_side))
+                    + F.cross_entropy(logits_per_text, _normalise_rows(text_side))) / 2
+        return (F.cross_entropy(_mask_partial(logits_per_image, image_side, labels), labels)
+                + F.cross_entropy(_mask_partial(logits_per_text, text_side, labels),
+                                  labels)) / 2
+
     def affinity_rows(self, info: MixGenInfo, image_features: Tensor) -> tuple[Tensor, Tensor]:
-        """Affinities laid out like this loss's ``(logits_per_image, logits_per_text)``."""
+        """Affinities laid out like this loss's ``(logits_per_image, logits_per_text)``, in
+        the dtype and on the device of ``image_features`` (or of the logits)."""
         if self.world_size == 1 or self.local_loss:
             return target_weights(info, rank=self.rank, world_size=self.world_size,
                                   dtype=image_features.dtype, device=image_features.device)
@@ -161,6 +168,15 @@ class MixGenClipLoss(ClipLoss):
         parts = [torch.empty_like(block) for _ in range(self.world_size)]
         torch.distributed.all_gather(parts, block.contiguous())
         return torch.cat(parts)
+
+
+def _check_info(info: object, rows: int, what: str = "image_features") -> None:
+    """``info`` is a :class:`MixGenInfo` of a batch of ``rows`` rows (those of ``what``)."""
+    if not isinstance(info, MixGenInfo):
+        raise TypeError(f"mixgen_info must be a MixGenInfo or None, got {type(info).__name__}")
+    if info.output_size != rows:
+        raise ValueError(f"mixgen_info describes a batch of {info.output_size} rows but "
+                         f"{what} has {rows}")
 
 
 def _has_partial_positives(info: MixGenInfo) -> bool:
