@@ -9,7 +9,6 @@ import pickle
 import pytest
 import torch
 from helpers import image_batch
-from torch.utils.data import default_collate
 
 from mixgen import MixGen, MixGenCollate, MixGenConfig
 from mixgen import functional as F
@@ -110,22 +109,6 @@ def test_collate_flat_samples(tok, as_lists):
     assert out["id"].tolist() == list(range(8))
     expected, _ = MixGen().mix(images, CAPTIONS, out["mixgen"])
     assert torch.equal(out["pixel_values"], expected)
-
-
-def test_webdataset_stage_on_flat_batches(tok):
-    wds = pytest.importorskip("webdataset")
-    mixgen_wds = pytest.importorskip("mixgen.wds")
-    encoded = encode(tok, CAPTIONS)
-
-    def samples():
-        for i in range(8):
-            yield {"pixel_values": image_batch(8)[i], **{k: v[i] for k, v in encoded.items()}}
-
-    pipeline = wds.DataPipeline(samples, wds.batched(8, collation_fn=default_collate),
-                                mixgen_wds.mixgen(image_key="pixel_values", tokenizer=tok,
-                                                  return_info=True))
-    (batch,) = list(pipeline)
-    assert_tokenizer_rows(batch, F.mix_texts(CAPTIONS, batch["mixgen"]), tok)
 
 
 def test_a_batch_without_captions_names_its_keys(tok):
