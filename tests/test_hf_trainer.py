@@ -5,6 +5,7 @@ captions; evaluation batches are not mixed; the soft loss runs."""
 
 import math
 import os
+import pickle
 import subprocess
 import sys
 
@@ -234,6 +235,15 @@ def test_collator_equals_run_clips_collate_fn_when_unmixed(tok):
     assert mixed.keys() == expected.keys()
     assert_batch_of({**mixed, "mixgen": MixGen().draw_params(BATCH, (8, 8))}, items, tok,
                     mixed=True)
+
+
+def test_collator_pickles_into_dataloader_workers(tok):
+    items = run_clip_items(tok, captions(BATCH))
+    collator = MixGenDataCollator(tokenizer=tok, return_info=True,
+                                  generator=torch.Generator().manual_seed(0))
+    copy = pickle.loads(pickle.dumps(collator))
+    assert repr(copy) == repr(collator)
+    assert_batch_of(copy(items), items, tok, mixed=True)
 
 
 def test_collator_keeps_token_type_ids_on_request_and_drops_other_keys(tok):
