@@ -133,14 +133,15 @@ class MixGenClipLoss(ClipLoss):
     def loss_from_logits(self, logits_per_image: Tensor, logits_per_text: Tensor,
                          mixgen_info: MixGenInfo | None = None) -> Tensor:
         """The loss of logits a model computed itself, laid out like ``ClipLoss``'s
-        (``[N, N]`` on one rank): transformers' ``CLIPOutput.logits_per_image`` and
+        (``[N, N]`` in one process): transformers' ``CLIPOutput.logits_per_image`` and
         ``logits_per_text``, for example. Without ``mixgen_info``, or with
         ``targets="onehot"``, it is the plain contrastive loss."""
         labels = self.get_ground_truth(logits_per_image.device, logits_per_image.shape[0])
         if mixgen_info is None or self.targets == "onehot":
             return (F.cross_entropy(logits_per_image, labels)
                     + F.cross_entropy(logits_per_text, labels)) / 2
-        _check_info(mixgen_info, logits_per_image.shape[0], "logits_per_image")
+        gathered = 1 if self.local_loss else self.world_size  # rows of every rank
+        _check_info(mixgen_info, logits_per_image.shape[0] // gathered, "logits_per_image")
         image_side, text_side = self.affinity_rows(mixgen_info, logits_per_image)
         if self.targets == "soft":
             return (F.cross_entropy(logits_per_image, _normalise_rows(image_side))
