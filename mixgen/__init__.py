@@ -9,12 +9,12 @@ from mixgen.transform import MixGen
 __all__ = ["MixGen", "MixGenCollate", "MixGenConfig", "MixGenInfo", "functional"]
 __version__ = "0.1.0"
 
-_OPTIONAL_MODULES = ("wds", "hf")
+_OPTIONAL_MODULES = ("wds", "hf", "hf_trainer")
 
 
 def __getattr__(name: str):
-    """``mixgen.wds`` and ``mixgen.hf`` load on first use: ``import mixgen`` needs neither
-    webdataset nor datasets."""
+    """``mixgen.wds``, ``mixgen.hf`` and ``mixgen.hf_trainer`` load on first use:
+    ``import mixgen`` needs neither webdataset, datasets nor transformers."""
     if name in _OPTIONAL_MODULES:
         import importlib
 

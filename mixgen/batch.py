@@ -14,7 +14,7 @@ unmixed rows of the last batch it mixed that the next batch may pair with
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,7 +34,7 @@ from mixgen.checks import (
 from mixgen.config import MixGenConfig
 from mixgen.functional import append_rows, mix_images, stack_mixed
 from mixgen.params import MixGenInfo, check_generator, count_pairs, draw
-from mixgen.tokens import TokenLayout, layout_from_tokenizer
+from mixgen.tokens import TOKEN_FIELDS, TokenLayout, layout_from_tokenizer
 
 INFO_KEY = "mixgen"
 """The key of the info in a dict batch returned with ``return_info``."""
@@ -56,19 +56,20 @@ class PartnerRows:
 
 class Mixed(NamedTuple):
     """What :func:`mix_batch` returns; ``kept``: the rows the next batch may pair with
-    (``pairing="previous"`` only, else None)."""
+    (``pairing="previous"`` only, else None); ``extra``: the mixed ``extra`` captions."""
 
     images: Tensor
     texts: Any
     info: MixGenInfo
     kept: PartnerRows | None
+    extra: Any = None
 
 
 def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: Any,
               generator: torch.Generator | None = None, *, info: MixGenInfo | None = None,
               layout: TokenLayout | None = None, allocate: Allocate | None = None,
-              previous: PartnerRows | None = None) -> Mixed:
-    """Mix one batch; returns ``(images, texts, info, kept)``.
+              previous: PartnerRows | None = None, extra: Any = None) -> Mixed:
+    """Mix one batch; returns ``(images, texts, info, kept, extra)``.
 
     Args:
         config: the options.
@@ -82,6 +83,8 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         previous: with ``pairing="previous"``, the partner rows of the last batch (none:
             no pairs); ``kept`` then holds this batch's rows for the next one, taken
             before anything is written.
+        extra: the same captions kept a second time (strings beside their token ids),
+            mixed with the same pairs.
 
     Example:
         >>> import torch
@@ -100,6 +103,11 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         size, image_size = images.shape[0], tuple(images.shape[-2:])
     check_texts(texts, size)
     outside = config.pairing == "previous"
+    if extra is not None:
+        check_texts(extra, size)
+        if outside:
+            raise ValueError("pairing='previous' mixes one form of captions: this batch keeps "
+                             "its captions twice (token ids and another key); drop one")
     if info is not None and (outside or not info.partner_in_batch):
         raise ValueError("an info of pairing='previous' cannot be replayed: its partners are "
                          "rows of an earlier batch; MixGen with pairing='previous' draws "
@@ -114,20 +122,26 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     inplace = config.inplace and not samples
     if inplace:
         check_writable("images", images)
-        tensors = texts if isinstance(texts, Mapping) else {"input_ids": texts}
-        for name, value in tensors.items():
-            if isinstance(value, Tensor):
-                check_writable(f"texts[{name!r}]" if texts is tensors else "texts", value)
+        for captions in (texts, extra):
+            tensors = captions if isinstance(captions, Mapping) else {"input_ids": captions}
+            for name, value in tensors.items():
+                if isinstance(value, Tensor):
+                    check_writable(f"texts[{name!r}]" if captions is tensors else "texts",
+                                   value)
     partners = previous if previous is not None and info.applied else PartnerRows(None, None)
     rows = caption_rows(texts, info, sep=config.sep, multi_caption=config.multi_caption,
                         layout=layout, partners=partners.texts)
+    extra_rows = None if extra is None else caption_rows(
+        extra, info, sep=config.sep, multi_caption=config.multi_caption, layout=layout)
     kept = keep_rows(config, images, texts, copy=not samples) if outside else None
     if samples:
         out = stack_mixed(images, info, allocate(info.output_size, images[0]),
                           partners.images)
     else:
         out = mix_images(images, info, inplace=inplace, partners=partners.images)
-    return Mixed(out, place_captions(texts, rows, info, inplace=inplace), info, kept)
+    return Mixed(out, place_captions(texts, rows, info, inplace=inplace), info, kept,
+                 None if extra is None else place_captions(extra, extra_rows, info,
+                                                           inplace=inplace))
 
 
 def keep_rows(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: Any, *,
@@ -149,30 +163,73 @@ def keep_rows(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     return PartnerRows(images, texts)
 
 
-def find(batch: Any, config: MixGenConfig) -> tuple[Any, Any]:
-    """Images and captions of a dict batch or of a sequence starting with them."""
+class CaptionKeys(NamedTuple):
+    """Where a dict batch (or a dict sample) keeps its captions.
+
+    ``tokens``: the flat token fields beside the images, as transformers' tokenizers and
+    run_clip's ``collate_fn`` make them (``input_ids`` and the ``attention_mask`` and
+    ``token_type_ids`` present), mixed together as one caption; empty where there is no
+    ``input_ids``. ``text``: the key of other captions (strings, ids, or a dict of token
+    tensors), mixed with the same pairs; None where the batch has only the flat fields.
+    """
+
+    text: str | None
+    tokens: tuple[str, ...]
+
+
+def caption_keys(keys: Collection[Any], config: MixGenConfig, *, what: str = "dict batch",
+                 key: str = "key", names: tuple[str, str] = ("image_key", "text_key")
+                 ) -> CaptionKeys:
+    """The keys of a dict batch's captions (see :class:`CaptionKeys`): ``text_key``, the
+    flat token fields (selected by ``text_key="input_ids"``, or found where ``text_key``
+    is not a key), or both. Raises a ``ValueError`` naming the keys when the images or
+    both are missing; ``what``, ``key`` and ``names`` word it for the adapter."""
+    flat = tuple(f for f in TOKEN_FIELDS if f in keys) if "input_ids" in keys else ()
+    text = config.text_key if config.text_key in keys and config.text_key not in flat else None
+    known = f"its {key}s are {sorted(map(str, keys))}"
+    if config.image_key not in keys:
+        raise ValueError(f"the {what} has no {key} {config.image_key!r} ({names[0]}); {known}")
+    if text is None and not flat:
+        alternative = "" if config.text_key == "input_ids" else " and no 'input_ids'"
+        raise ValueError(f"the {what} has no {key} {config.text_key!r} ({names[1]})"
+                         f"{alternative}; {known}")
+    return CaptionKeys(text, flat)
+
+
+def find(batch: Any, config: MixGenConfig) -> tuple[Any, Any, Any]:
+    """Images and captions of a dict batch or of a sequence starting with them:
+    ``(images, texts, extra)``, where a dict batch's flat token fields are ``texts`` (a
+    dict of them) and its ``text_key`` captions beside them ``extra`` (else None)."""
     if isinstance(batch, Mapping):
-        for key, name in ((config.image_key, "image_key"), (config.text_key, "text_key")):
-            if key not in batch:
-                raise ValueError(f"the dict batch has no key {key!r} ({name}); its keys are "
-                                 f"{sorted(map(str, batch))}")
-        return batch[config.image_key], batch[config.text_key]
+        keys = caption_keys(batch, config)
+        named = None if keys.text is None else batch[keys.text]
+        if not keys.tokens:
+            return batch[config.image_key], named, None
+        return batch[config.image_key], {f: batch[f] for f in keys.tokens}, named
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
+        return batch[0], batch[1], None
     raise TypeError(f"MixGen expects (images, texts), a sequence starting with images and "
                     f"texts, or a dict batch; got {type(batch).__name__}")
 
 
 def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo,
-            config: MixGenConfig) -> Any:
-    """``batch``'s structure with the mixed images and captions in place of its own.
+            config: MixGenConfig, extra: Any = None) -> Any:
+    """``batch``'s structure with the mixed images and captions in place of its own
+    (``texts`` and ``extra`` as :func:`find` returns them).
 
     Other per-sample fields grow by the sources' entries in ``append`` mode; with
     ``return_info`` a dict gets the key ``"mixgen"``, a sequence one more element.
     """
     if isinstance(batch, Mapping):
+        keys = caption_keys(batch, config)
         out = {k: append_rows(v, info) for k, v in batch.items()}
-        out[config.image_key], out[config.text_key] = images, texts
+        out[config.image_key] = images
+        if keys.tokens:
+            out.update(texts)
+            if keys.text is not None:
+                out[keys.text] = extra
+        else:
+            out[keys.text] = texts
         if config.return_info:
             out[INFO_KEY] = info
         return out if type(batch) is dict else type(batch)(out)
@@ -253,17 +310,19 @@ class BatchMixer:
                     partner_rows=0 if previous is None else len(previous))
 
     def mix(self, images: Tensor | Sequence[Tensor], texts: Any,
-            info: MixGenInfo | None = None,
-            allocate: Allocate | None = None) -> tuple[Tensor, Any, MixGenInfo]:
+            info: MixGenInfo | None = None, allocate: Allocate | None = None,
+            extra: Any = None) -> Mixed:
         """:func:`mix_batch` with this adapter's config, generator, layout and, for
         ``pairing="previous"``, the rows kept of its last batch (replaced by this batch's
         once it is mixed)."""
         mixed = mix_batch(self.config, images, texts, self.generator(), info=info,
-                          layout=self.layout(texts), allocate=allocate, previous=self.previous)
+                          layout=self.layout(texts), allocate=allocate, previous=self.previous,
+                          extra=extra)
         if mixed.kept is not None:
             self._previous = (process_key(), mixed.kept)
-        return mixed.images, mixed.texts, mixed.info
+        return mixed
 
     def __call__(self, batch: Any, info: MixGenInfo | None = None) -> Any:
-        images, texts = find(batch, self.config)
-        return rebuild(batch, *self.mix(images, texts, info), self.config)
+        images, texts, extra = find(batch, self.config)
+        mixed = self.mix(images, texts, info, extra=extra)
+        return rebuild(batch, mixed.images, mixed.texts, mixed.info, self.config, mixed.extra)

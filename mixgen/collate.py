@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate, get_worker_info
 
-from mixgen.batch import BatchMixer, rebuild
+from mixgen.batch import BatchMixer, caption_keys, rebuild
 from mixgen.config import MixGenConfig
+from mixgen.tokens import stack_ids
 
 
 class MixGenCollate:
@@ -22,8 +23,10 @@ class MixGenCollate:
     (shared memory in a worker, as ``default_collate`` does), so there is no second
     full-batch tensor and no second pass. ``tokenizer``, if given, is applied to the
     mixed captions when samples carry strings, so datasets can return raw strings; when
-    samples carry token ids (open_clip's ``[L]`` tensors, or a dict of ``input_ids`` and
-    ``attention_mask``), they are stacked and joined on the ids in the tokenizer's layout.
+    samples carry token ids (open_clip's ``[L]`` tensors, a dict of ``input_ids`` and
+    ``attention_mask``, or these fields flat in a dict sample beside the image, as tensors
+    or lists, as transformers' data sets hold them), they are stacked and joined on the
+    ids in the tokenizer's layout, masks rebuilt.
 
     With ``pairing="previous"`` it keeps references to the first M samples and captions
     of the last batch it collated (in each worker its own), the partners of the next
@@ -68,27 +71,38 @@ class MixGenCollate:
         if not isinstance(samples, Sequence) or len(samples) == 0:
             raise ValueError("samples must be a non-empty list of (image, text) tuples or "
                              "dicts")
-        first = samples[0]
-        keys = self.config.image_key, self.config.text_key
+        first, extra = samples[0], None
         if isinstance(first, Mapping):
-            images = [s[keys[0]] for s in samples]
-            texts = [s[keys[1]] for s in samples]
-            structure = {k: (None if k in keys else default_collate([s[k] for s in samples]))
+            keys = caption_keys(first, self.config, what="first sample")
+            images = [s[self.config.image_key] for s in samples]
+            named = None if keys.text is None else _collate_texts([s[keys.text] for s in samples])
+            texts = named
+            if keys.tokens:  # transformers' flat fields, as lists or tensors
+                texts = {f: stack_ids([s[f] for s in samples], f) for f in keys.tokens}
+                extra = named
+            taken = {self.config.image_key, keys.text, *keys.tokens}
+            structure = {k: (None if k in taken else default_collate([s[k] for s in samples]))
                          for k in first}
         elif isinstance(first, (tuple, list)) and len(first) >= 2:
             images = [s[0] for s in samples]
-            texts = [s[1] for s in samples]
+            texts = _collate_texts([s[1] for s in samples])
             structure = (None, None, *(default_collate([s[i] for s in samples])
                                        for i in range(2, len(first))))
         else:
             raise TypeError(f"samples must be (image, text, ...) tuples or dicts with keys "
-                            f"{keys[0]!r} and {keys[1]!r}, got {type(first).__name__}")
-        if isinstance(texts[0], (Tensor, Mapping)):
-            texts = default_collate(texts)
-        images, texts, info = self.mixer.mix(images, texts, allocate=_new_shared_batch)
+                            f"{self.config.image_key!r} and {self.config.text_key!r}, "
+                            f"got {type(first).__name__}")
+        mixed = self.mixer.mix(images, texts, allocate=_new_shared_batch, extra=extra)
+        texts = mixed.texts
         if self.mixer.tokenizer is not None and not isinstance(texts, (Tensor, Mapping)):
             texts = self.mixer.tokenizer(texts)
-        return rebuild(structure, images, texts, info, self.config)
+        return rebuild(structure, mixed.images, texts, mixed.info, self.config, mixed.extra)
+
+
+def _collate_texts(texts: list) -> Any:
+    """The captions of the samples: token ids (tensors, or dicts of them) stacked, strings
+    and lists of strings as a list."""
+    return default_collate(texts) if isinstance(texts[0], (Tensor, Mapping)) else texts
 
 
 def _new_shared_batch(rows: int, elem: Tensor) -> Tensor:

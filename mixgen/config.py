@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixgen.tokens import TOKEN_FIELDS
+
 PAIRINGS = ("first", "permute", "roll", "flip", "previous")
 MODES = ("replace", "append")
 IMAGE_OPS = ("mixup", "cutmix", "concat")
@@ -106,7 +108,10 @@ class MixGenConfig:
     inplace: bool = _option(False, "write into the caller's tensor and list", flag=False)
     return_info: bool = _option(False, "also return the MixGenInfo", flag=False)
     image_key: str = _option("image", "where a dict batch keeps its images", flag=False)
-    text_key: str = _option("text", "where a dict batch keeps its captions", flag=False)
+    text_key: str = _option(
+        "text", "where a dict batch keeps its captions; 'input_ids' (or a batch without this "
+        "key that has input_ids) is transformers' flat layout: input_ids with the "
+        "attention_mask and token_type_ids beside it, mixed together", flag=False)
 
     def __post_init__(self) -> None:
         for name in ("pairing", "mode", "image_op", "text_op", "multi_caption"):
@@ -140,6 +145,13 @@ class MixGenConfig:
         for name in ("sep", "image_key", "text_key"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be a str, got {type(getattr(self, name)).__name__}")
+        if self.text_key in TOKEN_FIELDS[1:]:
+            raise ValueError(f"text_key={self.text_key!r} names a field that goes with "
+                             f"input_ids: text_key='input_ids' selects the flat token layout, "
+                             f"mixed with its {list(TOKEN_FIELDS[1:])}")
+        if self.image_key in (self.text_key, *TOKEN_FIELDS):
+            raise ValueError(f"image_key={self.image_key!r} must differ from text_key and "
+                             f"from the token fields {list(TOKEN_FIELDS)}")
         for name in ("inplace", "return_info"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")

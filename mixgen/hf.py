@@ -24,10 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mixgen.batch import BatchMixer, rebuild
-from mixgen.captions import mix_texts
+from mixgen.batch import BatchMixer, caption_keys
 from mixgen.config import MixGenConfig
-from mixgen.tokens import TOKEN_FIELDS
+from mixgen.tokens import stack_ids
 
 __all__ = ["BatchTransform"]
 
@@ -83,29 +82,13 @@ class BatchTransform:
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         config = self.mixer.config
-        image_column, text_column = config.image_key, config.text_key
-        if image_column not in batch:
-            raise ValueError(f"the batch has no column {image_column!r} (image_column); its "
-                             f"columns are {sorted(batch)}")
-        token_columns = [c for c in TOKEN_FIELDS if c in batch]
-        if text_column not in batch and not token_columns:
-            raise ValueError(f"the batch has no column {text_column!r} (text_column) and no "
-                             f"input_ids; its columns are {sorted(batch)}")
+        keys = caption_keys(batch, config, what="batch", key="column",
+                            names=("image_column", "text_column"))
         columns = dict(batch)
-        columns[image_column] = self._stack_images(batch[image_column])
-        strings = None
-        if token_columns:
-            texts = {c: _as_id_tensor(columns.pop(c), c) for c in token_columns}
-            strings = columns.pop(text_column, None)
-            columns[text_column] = texts
-        images, texts, info = self.mixer.mix(columns[image_column], columns[text_column])
-        out = rebuild(columns, images, texts, info, config)
-        if token_columns:
-            out.update(out.pop(text_column))
-        if strings is not None:
-            out[text_column] = mix_texts(list(strings), info, sep=config.sep,
-                                         multi_caption=config.multi_caption)
-        return out
+        columns[config.image_key] = self._stack_images(batch[config.image_key])
+        for field in keys.tokens:
+            columns[field] = stack_ids(columns[field], field)
+        return self.mixer(columns)
 
     def _stack_images(self, images: Any) -> Tensor:
         if isinstance(images, Tensor):
@@ -118,14 +101,3 @@ class BatchTransform:
                                 f"tensor: pass preprocess= (e.g. T.PILToTensor()) or use "
                                 f"ds.with_format('torch')")
         return torch.stack(list(images))
-
-
-def _as_id_tensor(column: Any, name: str) -> Tensor:
-    """A token column as a ``[B, L]`` tensor; the rows must have one length (pad them)."""
-    if isinstance(column, Tensor):
-        return column
-    lengths = {len(row) for row in column}
-    if len(lengths) > 1:
-        raise ValueError(f"the rows of column {name!r} have different lengths {sorted(lengths)}: "
-                         f"tokenize with padding='max_length' so they stack")
-    return torch.as_tensor([list(row) for row in column])

@@ -114,11 +114,8 @@ class MixGenClipLoss(ClipLoss):
     In distributed training each rank passes the info of its own batch, and every rank
     must produce the same number of rows (the same batch size, and in ``append`` mode
     the same number of pairs): global row indices are ``rank * N + local row``, as in
-<<<<<<< HEAD
     ``ClipLoss``. Without ``local_loss`` the ranks' affinity blocks and row weights are
     all-gathered.
-=======
-    ``ClipLoss``. Without ``local_loss`` the ranks' affinity blocks are all-gathered.
 
     Example:
         >>> import torch
@@ -130,7 +127,6 @@ class MixGenClipLoss(ClipLoss):
         >>> soft = MixGenClipLoss("soft")(features, features, scale, mixgen_info=info)
         >>> round(plain.item(), 2), round(soft.item(), 2)  # soft: partners share the target
         (0.0, 3.33)
->>>>>>> docs
     """
 
     def __init__(self, targets: str = "soft", mixed_weight: float = 1.0,
@@ -150,12 +146,7 @@ class MixGenClipLoss(ClipLoss):
         if mixgen_info is None or (self.targets == "onehot" and not weighted):
             return super().forward(image_features, text_features, logit_scale,
                                    logit_bias=logit_bias, output_dict=output_dict)
-        if not isinstance(mixgen_info, MixGenInfo):
-            raise TypeError(f"mixgen_info must be a MixGenInfo or None, "
-                            f"got {type(mixgen_info).__name__}")
-        if mixgen_info.output_size != image_features.shape[0]:
-            raise ValueError(f"mixgen_info describes a batch of {mixgen_info.output_size} "
-                             f"rows but image_features has {image_features.shape[0]}")
+        _check_info(mixgen_info, image_features.shape[0])
         local = self.world_size == 1 or self.local_loss
         if not weighted and local and not _has_partial_positives(mixgen_info):
             # only the own pairs here (other ranks' blocks are not known without a gather)
@@ -163,38 +154,55 @@ class MixGenClipLoss(ClipLoss):
                                    logit_bias=logit_bias, output_dict=output_dict)
         logits_per_image, logits_per_text = self.get_logits(
             image_features, text_features, logit_scale, logit_bias=logit_bias)
+        loss = self.loss_from_logits(logits_per_image, logits_per_text, mixgen_info)
+        return {"contrastive_loss": loss} if output_dict else loss
+
+    def loss_from_logits(self, logits_per_image: Tensor, logits_per_text: Tensor,
+                         mixgen_info: MixGenInfo | None = None) -> Tensor:
+        """The loss of logits a model computed itself, laid out like ``ClipLoss``'s
+        (``[N, N]`` in one process): transformers' ``CLIPOutput.logits_per_image`` and
+        ``logits_per_text``, for example. Without ``mixgen_info``, or with
+        ``targets="onehot"`` and ``mixed_weight=1``, it is the plain contrastive loss."""
+        labels = self.get_ground_truth(logits_per_image.device, logits_per_image.shape[0])
+        weighted = self.mixed_weight != 1.0
+        if mixgen_info is None or (self.targets == "onehot" and not weighted):
+            return (F.cross_entropy(logits_per_image, labels)
+                    + F.cross_entropy(logits_per_text, labels)) / 2
+        gathered = 1 if self.local_loss else self.world_size  # rows of every rank
+        _check_info(mixgen_info, logits_per_image.shape[0] // gathered, "logits_per_image")
         reduction = "none" if weighted else "mean"
         if self.targets == "soft":
-            image_side, text_side = self.affinity_rows(mixgen_info, image_features)
+            image_side, text_side = self.affinity_rows(mixgen_info, logits_per_image)
             image_loss = F.cross_entropy(logits_per_image, _normalise_rows(image_side),
                                          reduction=reduction)
             text_loss = F.cross_entropy(logits_per_text, _normalise_rows(text_side),
                                         reduction=reduction)
         else:
-            labels = self.get_ground_truth(image_features.device, logits_per_image.shape[0])
             if self.targets == "mask":
-                image_side, text_side = self.affinity_rows(mixgen_info, image_features)
+                image_side, text_side = self.affinity_rows(mixgen_info, logits_per_image)
                 logits_per_image = _mask_partial(logits_per_image, image_side, labels)
                 logits_per_text = _mask_partial(logits_per_text, text_side, labels)
             image_loss = F.cross_entropy(logits_per_image, labels, reduction=reduction)
             text_loss = F.cross_entropy(logits_per_text, labels, reduction=reduction)
         loss = (image_loss + text_loss) / 2
         if weighted:
-            weights = self.row_weights(mixgen_info, image_features)
+            weights = self.row_weights(mixgen_info, logits_per_image)
             loss = (weights * loss).sum() / weights.sum()
-        return {"contrastive_loss": loss} if output_dict else loss
+        return loss
 
-    def row_weights(self, info: MixGenInfo, image_features: Tensor) -> Tensor:
-        """Each scored row's weight: ``mixed_weight`` for a row holding a mixed pair, else
-        1; this rank's rows, or every rank's (in rank order) when features are gathered."""
-        weights = torch.ones(info.output_size, dtype=image_features.dtype)
+    def row_weights(self, info: MixGenInfo, like: Tensor) -> Tensor:
+        """Each scored row's weight, in ``like``'s dtype and on its device:
+        ``mixed_weight`` for a row holding a mixed pair, else 1; this rank's rows, or every
+        rank's (in rank order) when features are gathered."""
+        weights = torch.ones(info.output_size, dtype=like.dtype)
         if info.applied:
             weights[info.to("cpu").target] = self.mixed_weight
-        weights = weights.to(image_features.device, non_blocking=True)
+        weights = weights.to(like.device, non_blocking=True)
         return weights if self.world_size == 1 or self.local_loss else self._all_gather(weights)
 
     def affinity_rows(self, info: MixGenInfo, image_features: Tensor) -> tuple[Tensor, Tensor]:
-        """Affinities laid out like this loss's ``(logits_per_image, logits_per_text)``."""
+        """Affinities laid out like this loss's ``(logits_per_image, logits_per_text)``, in
+        the dtype and on the device of ``image_features`` (or of the logits)."""
         if self.world_size == 1 or self.local_loss:
             return target_weights(info, rank=self.rank, world_size=self.world_size,
                                   dtype=image_features.dtype, device=image_features.device)
@@ -211,6 +219,15 @@ class MixGenClipLoss(ClipLoss):
         parts = [torch.empty_like(block) for _ in range(self.world_size)]
         torch.distributed.all_gather(parts, block.contiguous())
         return torch.cat(parts)
+
+
+def _check_info(info: object, rows: int, what: str = "image_features") -> None:
+    """``info`` is a :class:`MixGenInfo` of a batch of ``rows`` rows (those of ``what``)."""
+    if not isinstance(info, MixGenInfo):
+        raise TypeError(f"mixgen_info must be a MixGenInfo or None, got {type(info).__name__}")
+    if info.output_size != rows:
+        raise ValueError(f"mixgen_info describes a batch of {info.output_size} rows but "
+                         f"{what} has {rows}")
 
 
 def _has_partial_positives(info: MixGenInfo) -> bool:

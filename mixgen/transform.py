@@ -28,8 +28,13 @@ class MixGen(nn.Module):
     :class:`~mixgen.MixGenInfo` instead of drawing: its pairs, lambdas and ops.
     ``images`` is a float or uint8 tensor ``[B, C, H, W]`` or ``[B, T, C, H, W]`` on any
     device; ``texts`` a list of str, a list of lists of str, ``[B, L]`` token ids or a
-    dict of ``input_ids`` and ``attention_mask`` tensors. Extra elements of a tuple and
-    extra keys of a dict pass through (grown by the sources' entries in ``append`` mode).
+    dict of ``input_ids`` and ``attention_mask`` tensors. A dict batch may also hold its
+    captions flat, as transformers does (``{"pixel_values", "input_ids",
+    "attention_mask"}``, selected by ``text_key="input_ids"`` or found without a
+    ``text_key`` key): ``input_ids``, ``attention_mask`` and ``token_type_ids`` are mixed
+    together, and caption strings kept beside them under ``text_key`` with the same pairs.
+    Extra elements of a tuple and extra keys of a dict pass through (grown by the sources'
+    entries in ``append`` mode).
 
     With ``pairing="previous"`` the first M rows are mixed with the rows 0..M-1 of the
     previous batch this transform mixed, as they were before mixing (a copy of those rows
@@ -111,8 +116,8 @@ class MixGen(nn.Module):
         """Replay ``info`` (for example a saved one) on a batch: it is mixed with the
         pairs, lambdas and ops the info records; an info that does not fit the batch is
         refused."""
-        mixed_images, mixed_texts, _ = self.mixer.mix(images, texts, info)
-        return mixed_images, mixed_texts
+        mixed = self.mixer.mix(images, texts, info)
+        return mixed.images, mixed.texts
 
     def forward(self, *inputs: Any, info: MixGenInfo | None = None) -> Any:
         if len(inputs) not in (1, 2):

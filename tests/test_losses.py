@@ -53,6 +53,22 @@ def test_soft_targets_of_one_pair_by_hand():
     assert loss.item() != pytest.approx(ClipLoss()(image, text, scale).item(), rel=1e-3)
 
 
+@pytest.mark.parametrize("targets", ["soft", "mask", "onehot"])
+@pytest.mark.parametrize("info", [make_info([0], [2], [0.5]), None])
+def test_loss_from_logits_equals_the_loss_of_features(targets, info):
+    """A model that computes its own logits (transformers' CLIPOutput) gets the same loss."""
+    image, text = features(4)
+    scale = torch.tensor(3.0)
+    loss = MixGenClipLoss(targets)
+    logits = scale * image @ text.T
+    expected = loss(image, text, scale, mixgen_info=info)
+    torch.testing.assert_close(loss.loss_from_logits(logits, logits.T, info), expected)
+    with pytest.raises(ValueError, match="describes a batch of 4 rows but logits_per_image "
+                                         "has 3"):
+        MixGenClipLoss().loss_from_logits(logits[:3, :3], logits[:3, :3], make_info(
+            [0], [2], [0.5]))
+
+
 def test_affinity_replace_first_from_mixgen():
     _, _, info = MixGen(num_pairs=2, lam=0.25, return_info=True)(image_batch(5), captions(5))
     expected = torch.eye(5)

