@@ -32,6 +32,9 @@ R_AT_1 = ("i2t_R@1", "t2i_R@1")
 LATE = 0.75
 """A run whose best validation point lies after this share of its steps may still have
 been rising when its budget ended."""
+RISING = 1.0
+"""...and was, if its best validation score beats its best before that share by more than
+this many points (less: flat at the end, as the cosine schedule leaves it)."""
 
 
 # ----------------------------------------------------------------------------- running
@@ -113,6 +116,14 @@ def peak_share(run: dict) -> float:
     return best["step"] / run["steps"]
 
 
+def still_rising(run: dict) -> bool:
+    """Whether the run gained more than :data:`RISING` points of validation score in the
+    last quarter of its steps over its best before."""
+    early = [p["val_score"] for p in run["curve"] if p["step"] <= LATE * run["steps"]]
+    best = max(p["val_score"] for p in run["curve"])
+    return bool(early) and best - max(early) > RISING
+
+
 def cell_table(runs: list[dict], reference: str, title: str) -> list[str]:
     """One cell's Markdown: the reference's R@1, every arm's paired difference at best-val
     and at the last epoch with the detectable difference, selected steps, late peaks."""
@@ -124,22 +135,24 @@ def cell_table(runs: list[dict], reference: str, title: str) -> list[str]:
              + "; ".join(f"{m} {cell_mean([r['metrics'][m] for r in base])}" for m in R_AT_1)
              + ".", "",
              "| arm | seeds | i2t R@1 diff, best-val | t2i, best-val | i2t, last epoch | "
-             "t2i, last epoch | detectable (i2t / t2i) | selected steps | peaks after 3/4 |",
+             "t2i, last epoch | detectable (i2t / t2i) | selected steps | peaks after 3/4 "
+             "(still rising) |",
              "|---|---|---|---|---|---|---|---|---|"]
     best, final = (paired_cells(runs, reference, k) for k in ("metrics", "metrics_final"))
     for arm in dict.fromkeys(r["arm"] for r in runs):
         mine = [r for r in runs if r["arm"] == arm]
         steps = ", ".join(str(r["steps"] * r["selected_epoch"] // r["epochs"]) for r in mine)
-        late = sum(peak_share(r) > LATE for r in mine)
+        late = (f"{sum(peak_share(r) > LATE for r in mine)} of {len(mine)} "
+                f"({sum(still_rising(r) for r in mine)})")
         if arm == reference:
             lines.append(f"| {arm} | {len(mine)} | | | | | | {steps} of {mine[0]['steps']} "
-                         f"| {late} of {len(mine)} |")
+                         f"| {late} |")
             continue
         b, f = best[arm], final[arm]
         lines.append(f"| {arm} | {len(b['i2t_R@1']['seeds'])} | {cell(b['i2t_R@1'])} | "
                      f"{cell(b['t2i_R@1'])} | {cell(f['i2t_R@1'])} | {cell(f['t2i_R@1'])} | "
                      f"{half_width(b['i2t_R@1'])} / {half_width(b['t2i_R@1'])} | "
-                     f"{steps} of {mine[0]['steps']} | {late} of {len(mine)} |")
+                     f"{steps} of {mine[0]['steps']} | {late} |")
     return [*lines, ""]
 
 

@@ -46,13 +46,22 @@ def test_cell_table_reports_both_checkpoints_the_detectable_difference_and_late_
     row = next(line for line in lines if line.startswith("| default"))
     assert row == ("| default | 3 | +3.3 [1.9, 4.8] | +3.3 [1.9, 4.8] | +5.0 [5.0, 5.0] | "
                    "+5.0 [5.0, 5.0] | 1.4 / 1.4 "
-                   "| 300, 300, 300 of 384 | 3 of 3 |")
+                   "| 300, 300, 300 of 384 | 3 of 3 (0) |")
     baseline_row = next(line for line in lines if line.startswith("| baseline"))
-    assert baseline_row.endswith("| 96, 96, 96 of 384 | 0 of 3 |")
+    assert baseline_row.endswith("| 96, 96, 96 of 384 | 0 of 3 (0) |")
     two = study.cell_table([r for r in runs if r["seed"] < 2], "baseline", "two seeds")
     assert "| default | 2 | +3.5 | +3.5 | +5.0 | +5.0 | - / - |" in "\n".join(two)
     assert study.cell_table([], "baseline", "2048 pairs") == ["### 2048 pairs", "",
                                                                "Not run.", ""]
+
+
+def test_still_rising_needs_a_gain_of_more_than_a_point_in_the_last_quarter():
+    run = record("default", 0, 1.0, 1.0, 384, steps=8)
+    scores = {1: 10.0, 2: 20.0, 3: 30.0, 4: 30.5}  # steps 2, 4, 6, 8: flat at the end
+    run["curve"] = [{"epoch": e, "step": 2 * e, "val_score": v} for e, v in scores.items()]
+    assert not study.still_rising(run)
+    run["curve"][-1]["val_score"] = 31.5
+    assert study.still_rising(run)
 
 
 def test_cell_of_equal_differences_has_no_spread():
