@@ -4,9 +4,12 @@ Apart from the library (as ``open_clip_train`` is apart from ``open_clip``), ins
 the ``bench`` extra, and built on mixgen's public API and ``mixgen.open_clip_train``:
 
 - ``clip_retrieval``: the A/B harness (``mixgen-clip-retrieval``, ``python -m
-  mixgen_bench``), with ``options``, ``sources``, ``models``, ``runs``, ``report``,
-  ``progress`` and ``errors`` (the one-line errors of bad input);
-- ``sweep``: the runner of the registered sweep in ``benchmarks/sweep/``;
+  mixgen_bench``), with ``options``, ``sources``, ``models``, ``runs``, ``selection``
+  (each run's checkpoint chosen on validation pairs), ``report``, ``progress`` and
+  ``errors`` (the one-line errors of bad input);
+- ``sweep``: the runner of the registered sweep in ``benchmarks/sweep/`` (and of the
+  fine-tuning study in ``benchmarks/finetune/``); ``study``: the runner of study v2 in
+  ``benchmarks/study_v2/``;
 - ``data`` and ``digits``: procedural image-caption sets; ``readers``: CSV, webdataset
   and Karpathy-JSON readers;
 - ``metrics``: retrieval metrics and paired statistics.
