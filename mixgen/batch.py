@@ -13,14 +13,12 @@ unmixed rows of the last batch it mixed that the next batch may pair with
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import get_worker_info
 
 from mixgen.captions import caption_rows, place_captions
 from mixgen.checks import (
@@ -32,12 +30,15 @@ from mixgen.checks import (
     check_writable,
 )
 from mixgen.config import MixGenConfig
-from mixgen.functional import append_rows, mix_images, stack_mixed
-from mixgen.params import MixGenInfo, check_generator, count_pairs, draw
-from mixgen.tokens import TOKEN_FIELDS, TokenLayout, layout_from_tokenizer
+from mixgen.draw import HostGenerator, count_pairs, draw, process_key
+from mixgen.functional import mix_images, stack_mixed
+from mixgen.info import MixGenInfo
+from mixgen.structure import INFO_KEY, CaptionKeys, caption_keys, find, rebuild, stack_ids
+from mixgen.tokens import TokenLayout, layout_from_tokenizer
 
-INFO_KEY = "mixgen"
-"""The key of the info in a dict batch returned with ``return_info``."""
+__all__ = ["INFO_KEY", "BatchMixer", "CaptionKeys", "Mixed", "PartnerRows", "caption_keys",
+           "find", "keep_rows", "mix_batch", "rebuild", "stack_ids"]
+
 Allocate = Callable[[int, Tensor], Tensor]
 
 
@@ -161,113 +162,6 @@ def keep_rows(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         texts = list(texts[:count])
     images = images[:count].clone() if copy else list(images[:count])
     return PartnerRows(images, texts)
-
-
-class CaptionKeys(NamedTuple):
-    """Where a dict batch (or a dict sample) keeps its captions.
-
-    ``tokens``: the flat token fields beside the images, as transformers' tokenizers and
-    run_clip's ``collate_fn`` make them (``input_ids`` and the ``attention_mask`` and
-    ``token_type_ids`` present), mixed together as one caption; empty where there is no
-    ``input_ids``. ``text``: the key of other captions (strings, ids, or a dict of token
-    tensors), mixed with the same pairs; None where the batch has only the flat fields.
-    """
-
-    text: str | None
-    tokens: tuple[str, ...]
-
-
-def caption_keys(keys: Collection[Any], config: MixGenConfig, *, what: str = "dict batch",
-                 key: str = "key", names: tuple[str, str] = ("image_key", "text_key")
-                 ) -> CaptionKeys:
-    """The keys of a dict batch's captions (see :class:`CaptionKeys`): ``text_key``, the
-    flat token fields (selected by ``text_key="input_ids"``, or found where ``text_key``
-    is not a key), or both. Raises a ``ValueError`` naming the keys when the images or
-    both are missing; ``what``, ``key`` and ``names`` word it for the adapter."""
-    flat = tuple(f for f in TOKEN_FIELDS if f in keys) if "input_ids" in keys else ()
-    text = config.text_key if config.text_key in keys and config.text_key not in flat else None
-    known = f"its {key}s are {sorted(map(str, keys))}"
-    if config.image_key not in keys:
-        raise ValueError(f"the {what} has no {key} {config.image_key!r} ({names[0]}); {known}")
-    if text is None and not flat:
-        alternative = "" if config.text_key == "input_ids" else " and no 'input_ids'"
-        raise ValueError(f"the {what} has no {key} {config.text_key!r} ({names[1]})"
-                         f"{alternative}; {known}")
-    return CaptionKeys(text, flat)
-
-
-def find(batch: Any, config: MixGenConfig) -> tuple[Any, Any, Any]:
-    """Images and captions of a dict batch or of a sequence starting with them:
-    ``(images, texts, extra)``, where a dict batch's flat token fields are ``texts`` (a
-    dict of them) and its ``text_key`` captions beside them ``extra`` (else None)."""
-    if isinstance(batch, Mapping):
-        keys = caption_keys(batch, config)
-        named = None if keys.text is None else batch[keys.text]
-        if not keys.tokens:
-            return batch[config.image_key], named, None
-        return batch[config.image_key], {f: batch[f] for f in keys.tokens}, named
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1], None
-    raise TypeError(f"MixGen expects (images, texts), a sequence starting with images and "
-                    f"texts, or a dict batch; got {type(batch).__name__}")
-
-
-def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo,
-            config: MixGenConfig, extra: Any = None) -> Any:
-    """``batch``'s structure with the mixed images and captions in place of its own
-    (``texts`` and ``extra`` as :func:`find` returns them).
-
-    Other per-sample fields grow by the sources' entries in ``append`` mode; with
-    ``return_info`` a dict gets the key ``"mixgen"``, a sequence one more element.
-    """
-    if isinstance(batch, Mapping):
-        keys = caption_keys(batch, config)
-        out = {k: append_rows(v, info) for k, v in batch.items()}
-        out[config.image_key] = images
-        if keys.tokens:
-            out.update(texts)
-            if keys.text is not None:
-                out[keys.text] = extra
-        else:
-            out[keys.text] = texts
-        if config.return_info:
-            out[INFO_KEY] = info
-        return out if type(batch) is dict else type(batch)(out)
-    rest = [append_rows(v, info) for v in batch[2:]]
-    out = [images, texts, *rest, *([info] if config.return_info else [])]
-    return tuple(out) if isinstance(batch, tuple) else out
-
-
-def process_key() -> tuple[int, int | None]:
-    """This process, and its DataLoader worker's seed (None outside workers)."""
-    worker = get_worker_info()
-    return os.getpid(), None if worker is None else worker.seed
-
-
-class HostGenerator:
-    """The generator of an adapter, reseeded once per DataLoader worker from that
-    worker's seed.
-
-    A generator pickled into worker processes would otherwise hand every worker the
-    same stream. The worker's seed derives from the loader's base seed, so two runs
-    under the same ``torch.manual_seed`` still draw identical parameters.
-    """
-
-    def __init__(self, generator: torch.Generator | None) -> None:
-        check_generator(generator)
-        self.generator = generator
-        self._seeded_worker: tuple[int, int | None] | None = None
-
-    def __call__(self) -> torch.Generator | None:
-        worker = get_worker_info()
-        if self.generator is None or worker is None:
-            return self.generator
-        key = process_key()
-        if self._seeded_worker != key:
-            base = self.generator.initial_seed()
-            self.generator.manual_seed((base * 0x9E3779B1 + worker.seed) % 2**63)
-            self._seeded_worker = key
-        return self.generator
 
 
 class BatchMixer:

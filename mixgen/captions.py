@@ -18,7 +18,7 @@ from torch import Tensor
 from mixgen import tokens
 from mixgen.checks import check_partners
 from mixgen.config import MULTI_CAPTIONS, check_choice
-from mixgen.params import MixGenInfo, to_device
+from mixgen.info import MixGenInfo, to_device
 
 Captions = Sequence | Tensor | Mapping
 

@@ -10,9 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate, get_worker_info
 
-from mixgen.batch import BatchMixer, caption_keys, rebuild
+from mixgen.batch import BatchMixer, caption_keys, rebuild, stack_ids
 from mixgen.config import MixGenConfig
-from mixgen.tokens import stack_ids
 
 
 class MixGenCollate:

@@ -1,6 +1,6 @@
 """Pure MixGen kernels: no randomness, no classes, no I/O.
 
-Each kernel takes the batch and a :class:`~mixgen.params.MixGenInfo` and mixes it as the
+Each kernel takes the batch and a :class:`~mixgen.MixGenInfo` and mixes it as the
 info says, reading its indices (never its ``pairing`` label) and never a value from the
 images' device: what it needs to read (row numbers, lambdas, boxes) is on the host, and
 is copied to the device without waiting for it. ``channels_last`` is kept, and any
@@ -46,7 +46,8 @@ from torch import Tensor
 from mixgen import uint8
 from mixgen.captions import check_op, mix_texts, mix_token_texts
 from mixgen.checks import check_images, check_partners, check_texts, check_token_texts
-from mixgen.params import HostRows, MixGenInfo, sample_pairs, to_device
+from mixgen.draw import sample_pairs
+from mixgen.info import HostRows, MixGenInfo, to_device
 
 __all__ = ["append_rows", "blend", "check_images", "check_texts", "check_token_texts",
            "concat_rows", "cutmix_rows", "mix_images", "mix_texts", "mix_token_texts",

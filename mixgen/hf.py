@@ -24,9 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mixgen.batch import BatchMixer, caption_keys
+from mixgen.batch import BatchMixer, caption_keys, stack_ids
 from mixgen.config import MixGenConfig
-from mixgen.tokens import stack_ids
 
 __all__ = ["BatchTransform"]
 

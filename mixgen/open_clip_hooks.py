@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 from webdataset import DataPipeline
 
 from mixgen.collate import MixGenCollate
+from mixgen.info import MixGenInfo
 from mixgen.losses import MixGenClipLoss
-from mixgen.params import MixGenInfo
 from mixgen.transform import MixGen
 
 

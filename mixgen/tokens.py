@@ -284,21 +284,6 @@ def _join_runs(len_a: int, len_b: int, keep: int, source: int, partner: int,
     return [*starts, offsets[0], *steps, length]
 
 
-def stack_ids(rows: Any, name: str) -> Tensor:
-    """A token field of a batch as a ``[B, L]`` tensor: a tensor as it is, or the rows of a
-    collate function's samples or a data set's column (tensors, or lists of ints, as a
-    tokenizer without ``return_tensors`` makes them) stacked; they must have one length."""
-    if isinstance(rows, Tensor):
-        return rows
-    lengths = sorted({len(row) for row in rows})
-    if len(lengths) > 1:
-        raise ValueError(f"the rows of {name!r} have different lengths {lengths}: tokenize "
-                         f"with padding='max_length' so they stack")
-    if rows and all(isinstance(row, Tensor) for row in rows):
-        return torch.stack(list(rows))
-    return torch.as_tensor([list(row) for row in rows])
-
-
 def attention_mask(lengths: Tensor, width: int, layout: TokenLayout,
                    dtype: torch.dtype = torch.long) -> Tensor:
     """``[rows, width]`` mask, 1 on each row's ``lengths`` ids on the non-padding side."""

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from mixgen.batch import BatchMixer
 from mixgen.config import MixGenConfig
-from mixgen.params import MixGenInfo
+from mixgen.info import MixGenInfo
 from mixgen.tokens import TokenLayout
 
 _OPTIONS = frozenset(f.name for f in dataclasses.fields(MixGenConfig))
