@@ -239,13 +239,14 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
-def check_mixed_weight(value: object) -> None:
+def check_mixed_weight(value: object, name: str = "mixed_weight") -> None:
     """``mixed_weight`` (of :class:`~mixgen.losses.MixGenClipLoss`) is a finite float > 0
-    (0 would leave a batch of only mixed rows with no weight at all)."""
+    (0 would leave a batch of only mixed rows with no weight at all); errors name it
+    ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"mixed_weight must be a float > 0, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a float > 0, got {type(value).__name__}")
     if not 0.0 < value < float("inf"):
-        raise ValueError(f"mixed_weight must be a finite float > 0, got {value}")
+        raise ValueError(f"{name} must be a finite float > 0, got {value}")
 
 
 def _check_unit_interval(name: str, value: object) -> None:

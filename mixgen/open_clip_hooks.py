@@ -14,6 +14,7 @@ them from this module, also when that one runs as ``__main__``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from multiprocessing import Value
@@ -28,6 +29,7 @@ from webdataset import DataPipeline
 from mixgen.collate import MixGenCollate
 from mixgen.info import MixGenInfo
 from mixgen.losses import MixGenClipLoss
+from mixgen.train_options import TrainOptions
 from mixgen.transform import MixGen
 
 
@@ -130,10 +132,10 @@ class InfoLoader:
 
     def __init__(self, loader: Any, *, switch: Any, generator: torch.Generator,
                  infos: _BatchInfos | None, args: Any, start_epoch: int,
-                 off_epoch: int | None) -> None:
+                 options: TrainOptions) -> None:
         self.loader, self.switch, self.generator, self.infos = loader, switch, generator, infos
         self.seed, self.rank = args.seed, args.rank
-        self.epoch, self.off_epoch = start_epoch, off_epoch
+        self.epoch, self.options = start_epoch, options
 
     def __getattr__(self, name: str) -> Any:
         if name == "loader":
@@ -145,7 +147,7 @@ class InfoLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        self.switch.value = self.off_epoch is None or epoch < self.off_epoch
+        self.switch.value = self.options.mixing(epoch)
         self.generator.manual_seed(epoch_seed(self.seed, self.rank, epoch))
         scored_before = self.infos.scored if self.infos is not None else 0
         batches = pairs = 0
@@ -165,17 +167,12 @@ class MixGenTraining:
     """What ``--mixgen`` changes in open_clip_train: ``get_data`` and ``create_loss``.
 
     Args:
-        options: keyword options of :class:`~mixgen.MixGen`.
-        targets: None for open_clip's own loss, or ``MixGenClipLoss``'s targets.
-        off_epoch: no mixing from this (0-based) epoch on; None: mix in every epoch.
-        mixed_weight: ``MixGenClipLoss``'s weight of a mixed row (with ``targets``).
+        options: the run's :class:`~mixgen.train_options.TrainOptions`.
     """
 
-    def __init__(self, options: dict[str, Any], *, targets: str | None,
-                 off_epoch: int | None, mixed_weight: float = 1.0) -> None:
-        self.options, self.targets, self.off_epoch = options, targets, off_epoch
-        self.mixed_weight = mixed_weight
-        self.infos = _BatchInfos() if targets is not None else None
+    def __init__(self, options: TrainOptions) -> None:
+        self.options = options
+        self.infos = _BatchInfos() if options.targets is not None else None
 
     def get_data(self, original: Callable) -> Callable:
         """``get_data`` whose training loader mixes its batches."""
@@ -196,10 +193,11 @@ class MixGenTraining:
         def create_loss(args: Any) -> Any:
             loss = original(args)
             if type(loss) is not ClipLoss:
-                raise ValueError(f"--mixgen-loss {self.targets} replaces open_clip's ClipLoss, "
-                                 f"but this run uses {type(loss).__name__}: use --mixgen-loss "
-                                 f"clip with --siglip, CoCa models or distillation")
-            return InfoFedClipLoss(self.infos, self.targets, self.mixed_weight,
+                raise ValueError(f"--mixgen-loss {self.options.loss} replaces open_clip's "
+                                 f"ClipLoss, but this run uses {type(loss).__name__}: use "
+                                 f"--mixgen-loss clip with --siglip, CoCa models or "
+                                 f"distillation")
+            return InfoFedClipLoss(self.infos, self.options.targets, self.options.mixed_weight,
                                    local_loss=loss.local_loss,
                                    gather_with_grad=loss.gather_with_grad,
                                    cache_labels=loss.cache_labels, rank=loss.rank,
@@ -212,20 +210,21 @@ class MixGenTraining:
         """``loader`` mixing in its workers, wrapped in an :class:`InfoLoader`."""
         switch = Value("b", 1, lock=False)  # shared with the workers, set every epoch
         generator = torch.Generator()
-        options = dict(self.options, generator=generator, tokenizer=tokenizer,
-                       return_info=True)
+        config = dataclasses.replace(self.options.config, return_info=True)
         torch_loader = loader if isinstance(loader, DataLoader) else _first_stage(loader)
         if isinstance(torch_loader, DataLoader) and isinstance(torch_loader.dataset,
                                                                DataPipeline):
-            torch_loader.dataset.append(MixingStage(MixGen(**options), switch))
+            mix = MixGen(config, generator=generator, tokenizer=tokenizer)
+            torch_loader.dataset.append(MixingStage(mix, switch))
         elif isinstance(torch_loader, DataLoader) and torch_loader.batch_size is not None:
-            torch_loader.collate_fn = MixingCollate(MixGenCollate(**options),
+            torch_loader.collate_fn = MixingCollate(MixGenCollate(config, generator=generator,
+                                                                  tokenizer=tokenizer),
                                                     torch_loader.collate_fn, switch)
         else:
             raise UnsupportedInternalsError(f"the training loader is a {type(loader).__name__} "
                                        f"that MixGen cannot reach into")
         return InfoLoader(loader, switch=switch, generator=generator, infos=self.infos,
-                          args=args, start_epoch=start_epoch, off_epoch=self.off_epoch)
+                          args=args, start_epoch=start_epoch, options=self.options)
 
 
 def _first_stage(loader: Any) -> Any:
