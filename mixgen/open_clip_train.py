@@ -9,7 +9,8 @@ stay plain open_clip checkpoints.
 
 MixGen reaches into open_clip_train only through the attributes named in :data:`HOOKS`,
 checked against the installed version before training starts. Importing this module
-registers the model configs ``mixgen-tiny`` and ``mixgen-small`` with open_clip.
+registers the model configs ``mixgen-tiny`` and ``mixgen-small`` with open_clip
+(:func:`register_model_configs`, which other tools call).
 
 Bad input ends in one line on stderr and exit status 2 (argparse's): bad flags, and the
 input files checked before training by :mod:`mixgen.open_clip_inputs` (:class:`InputError`,
@@ -57,10 +58,18 @@ from mixgen.open_clip_inputs import (
 from mixgen.train_options import TrainOptions
 
 __all__ = ["HOOKS", "MODEL_CONFIGS", "InputError", "check_pretrained", "main", "mixgen_parser",
-           "read_csv", "shard_list"]
+           "read_csv", "register_model_configs", "shard_list"]
 
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
-open_clip.add_model_config(MODEL_CONFIGS)
+
+
+def register_model_configs() -> None:
+    """Make the model configs ``mixgen-tiny`` and ``mixgen-small`` (:data:`MODEL_CONFIGS`)
+    known to open_clip by name; calling it again changes nothing."""
+    open_clip.add_model_config(MODEL_CONFIGS)
+
+
+register_model_configs()  # the trainer's command line takes them by name
 
 TESTED_OPEN_CLIP = ("3.3.0",)
 
