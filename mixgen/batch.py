@@ -8,13 +8,17 @@ layout) runs before the images are written, and the captions are written last.
 
 ``pairing="previous"`` is the one pairing with state: :class:`BatchMixer` keeps the
 unmixed rows of the last batch it mixed that the next batch may pair with
-(:class:`PartnerRows`), per process and DataLoader worker.
+(:class:`PartnerRows`), per process and DataLoader worker. Its ``enabled`` switch
+(:class:`Switch`, like timm's ``mixup_enabled``) turns mixing off and on, also in the
+DataLoader workers it was copied into.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.context import get_spawning_popen
 from typing import Any, NamedTuple
 
 import torch
@@ -36,8 +40,8 @@ from mixgen.info import MixGenInfo
 from mixgen.structure import INFO_KEY, CaptionKeys, caption_keys, find, rebuild, stack_ids
 from mixgen.tokens import TokenLayout, layout_from_tokenizer
 
-__all__ = ["INFO_KEY", "BatchMixer", "CaptionKeys", "Mixed", "PartnerRows", "caption_keys",
-           "find", "keep_rows", "mix_batch", "rebuild", "stack_ids"]
+__all__ = ["INFO_KEY", "BatchMixer", "CaptionKeys", "Mixed", "PartnerRows", "Switch",
+           "caption_keys", "find", "keep_rows", "mix_batch", "rebuild", "stack_ids"]
 
 Allocate = Callable[[int, Tensor], Tensor]
 
@@ -56,12 +60,13 @@ class PartnerRows:
 
 
 class Mixed(NamedTuple):
-    """What :func:`mix_batch` returns; ``kept``: the rows the next batch may pair with
+    """What :func:`mix_batch` returns; ``info`` None: a batch a switched-off
+    :class:`BatchMixer` passed through; ``kept``: the rows the next batch may pair with
     (``pairing="previous"`` only, else None); ``extra``: the mixed ``extra`` captions."""
 
     images: Tensor
     texts: Any
-    info: MixGenInfo
+    info: MixGenInfo | None
     kept: PartnerRows | None
     extra: Any = None
 
@@ -164,11 +169,45 @@ def keep_rows(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     return PartnerRows(images, texts)
 
 
+class Switch:
+    """An on/off value in shared memory: set in the main process, it is read by the
+    DataLoader workers (persistent ones too) that the adapter holding it was copied into,
+    as they start, forked or spawned. Any other copy (``pickle``, ``copy.deepcopy``) is a
+    switch of its own, with the same value."""
+
+    def __init__(self, on: bool = True) -> None:
+        self._value = multiprocessing.RawValue("b", on)
+
+    def __bool__(self) -> bool:
+        return bool(self._value.value)
+
+    def set(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise TypeError(f"enabled must be a bool, got {type(on).__name__}")
+        self._value.value = on
+
+    def __reduce__(self) -> tuple:
+        if get_spawning_popen() is not None:  # into a worker being started: shared memory
+            return _shared_switch, (self._value,)
+        return Switch, (bool(self),)
+
+
+def _shared_switch(value: Any) -> Switch:
+    switch = object.__new__(Switch)
+    switch._value = value
+    return switch
+
+
 class BatchMixer:
     """What every adapter holds: the config, the host generator (reseeded once per
-    DataLoader worker), the token layout of its tokenizer (read once) and, for
-    ``pairing="previous"``, the rows of the last batch it mixed in this process or
-    worker (a worker never starts from rows its parent process kept)."""
+    DataLoader worker), the token layout of its tokenizer (read once), the ``enabled``
+    switch and, for ``pairing="previous"``, the rows of the last batch it mixed in this
+    process or worker (a worker never starts from rows its parent process kept).
+
+    Switched off (``enabled = False``), it passes every batch through unmixed, drawing
+    nothing (its generator untouched); the info, with ``return_info``, is None. A
+    collate function's samples are still collated.
+    """
 
     def __init__(self, config: MixGenConfig, generator: torch.Generator | None = None,
                  tokenizer: Any = None) -> None:
@@ -179,6 +218,17 @@ class BatchMixer:
         self.tokenizer = tokenizer
         self._layout: TokenLayout | None = None
         self._previous: tuple[tuple[int, int | None], PartnerRows] | None = None
+        self.switch = Switch()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether batches are mixed (True, the default); set it to switch mixing off and
+        on, here and in the DataLoader workers this mixer was copied into."""
+        return bool(self.switch)
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.switch.set(on)
 
     @property
     def previous(self) -> PartnerRows | None:
@@ -208,7 +258,11 @@ class BatchMixer:
             extra: Any = None) -> Mixed:
         """:func:`mix_batch` with this adapter's config, generator, layout and, for
         ``pairing="previous"``, the rows kept of its last batch (replaced by this batch's
-        once it is mixed)."""
+        once it is mixed); switched off, the batch as it is (samples stacked)."""
+        if not self.switch:
+            if allocate is not None:
+                images = torch.stack(list(images), out=allocate(len(images), images[0]))
+            return Mixed(images, texts, None, None, extra)
         mixed = mix_batch(self.config, images, texts, self.generator(), info=info,
                           layout=self.layout(texts), allocate=allocate, previous=self.previous,
                           extra=extra)

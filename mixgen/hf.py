@@ -75,6 +75,17 @@ class BatchTransform:
         self.mixer = BatchMixer(config, generator, tokenizer)
         self.preprocess = preprocess
 
+    @property
+    def enabled(self) -> bool:
+        """Whether batches are mixed; ``False`` passes them through unmixed (info None),
+        also in the DataLoader workers this transform was copied into (persistent ones
+        too)."""
+        return self.mixer.enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.mixer.enabled = on
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.mixer.config.summary()}, "
                 f"preprocess={self.preprocess!r})")

@@ -71,17 +71,21 @@ def find(batch: Any, config: MixGenConfig) -> tuple[Any, Any, Any]:
                     f"texts, or a dict batch; got {type(batch).__name__}")
 
 
-def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo,
+def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo | None,
             config: MixGenConfig, extra: Any = None) -> Any:
     """``batch``'s structure with the mixed images and captions in place of its own
     (``texts`` and ``extra`` as :func:`find` returns them).
 
     Other per-sample fields grow by the sources' entries in ``append`` mode; with
-    ``return_info`` a dict gets the key ``"mixgen"``, a sequence one more element.
+    ``return_info`` a dict gets the key ``"mixgen"``, a sequence one more element (None
+    for a batch passed through unmixed).
     """
+    def grow(value: Any) -> Any:
+        return value if info is None else append_rows(value, info)
+
     if isinstance(batch, Mapping):
         keys = caption_keys(batch, config)
-        out = {k: append_rows(v, info) for k, v in batch.items()}
+        out = {k: grow(v) for k, v in batch.items()}
         out[config.image_key] = images
         if keys.tokens:
             out.update(texts)
@@ -92,7 +96,7 @@ def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo,
         if config.return_info:
             out[INFO_KEY] = info
         return out if type(batch) is dict else type(batch)(out)
-    rest = [append_rows(v, info) for v in batch[2:]]
+    rest = [grow(v) for v in batch[2:]]
     out = [images, texts, *rest, *([info] if config.return_info else [])]
     return tuple(out) if isinstance(batch, tuple) else out
 
