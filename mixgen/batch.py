@@ -25,20 +25,13 @@ import torch
 from torch import Tensor
 
 from mixgen.captions import caption_rows, place_captions
-from mixgen.checks import (
-    check_images,
-    check_info_fits,
-    check_partners_fit,
-    check_samples,
-    check_texts,
-    check_writable,
-)
+from mixgen.checks import check_batch
 from mixgen.config import MixGenConfig
 from mixgen.draw import HostGenerator, count_pairs, draw, process_key
 from mixgen.functional import mix_images, stack_mixed
 from mixgen.info import MixGenInfo
 from mixgen.structure import INFO_KEY, CaptionKeys, caption_keys, find, rebuild, stack_ids
-from mixgen.tokens import TokenLayout, layout_from_tokenizer
+from mixgen.tokens import TokenLayout, layout_from_tokenizer, token_fields
 
 __all__ = ["INFO_KEY", "BatchMixer", "CaptionKeys", "Mixed", "PartnerRows", "Switch",
            "caption_keys", "find", "keep_rows", "mix_batch", "rebuild", "stack_ids"]
@@ -72,7 +65,8 @@ class Mixed(NamedTuple):
 
 
 def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: Any,
-              generator: torch.Generator | None = None, *, info: MixGenInfo | None = None,
+              generator: torch.Generator | HostGenerator | None = None, *,
+              info: MixGenInfo | None = None,
               layout: TokenLayout | None = None, allocate: Allocate | None = None,
               previous: PartnerRows | None = None, extra: Any = None) -> Mixed:
     """Mix one batch; returns ``(images, texts, info, kept, extra)``.
@@ -82,7 +76,8 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         images: a ``[B, ...]`` batch, or, with ``allocate``, a collate function's list of
             B sample tensors, stacked and mixed in one pass.
         texts: one caption per image (see :class:`~mixgen.MixGen`).
-        generator: the CPU generator the parameters are drawn from, on the host.
+        generator: the CPU generator the parameters are drawn from, on the host (or an
+            adapter's :class:`~mixgen.draw.HostGenerator`).
         info: a :class:`~mixgen.MixGenInfo` to replay instead of drawing.
         layout: how token ids are laid out (default: read from the ids, open_clip's).
         allocate: ``allocate(rows, first_sample)`` makes the batch tensor to stack into.
@@ -100,40 +95,15 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         >>> mixed.texts, mixed.info.source.tolist(), mixed.info.partner.tolist()
         (['a c', 'b d', 'c', 'd'], [0, 1], [2, 3])
     """
-    samples = allocate is not None
-    if samples:
-        check_samples(images)
-        size, image_size = len(images), tuple(images[0].shape[-2:])
-    else:  # shapes only: even a view of a row is an op, costly with cold caches
-        check_images(images)
-        size, image_size = images.shape[0], tuple(images.shape[-2:])
-    check_texts(texts, size)
-    outside = config.pairing == "previous"
-    if extra is not None:
-        check_texts(extra, size)
-        if outside:
-            raise ValueError("pairing='previous' mixes one form of captions: this batch keeps "
-                             "its captions twice (token ids and another key); drop one")
-    if info is not None and (outside or not info.partner_in_batch):
-        raise ValueError("an info of pairing='previous' cannot be replayed: its partners are "
-                         "rows of an earlier batch; MixGen with pairing='previous' draws "
-                         "its own pairs")
-    if previous is not None:
-        check_partners_fit(images, texts, previous.images, previous.texts)
-    if info is None:
+    samples, outside = allocate is not None, config.pairing == "previous"
+    inplace = config.inplace and not samples
+    size, image_size = check_batch(
+        images, texts, samples=samples, extra=extra, info=info, outside=outside,
+        partners=None if previous is None else (previous.images, previous.texts),
+        inplace=inplace)
+    if info is None:  # drawn to fit the partner rows kept: no check of them needed
         info = draw(config, size, image_size, generator,
                     partner_rows=len(previous) if previous is not None else 0)
-    else:
-        check_info_fits(info, size, image_size)
-    inplace = config.inplace and not samples
-    if inplace:
-        check_writable("images", images)
-        for captions in (texts, extra):
-            tensors = captions if isinstance(captions, Mapping) else {"input_ids": captions}
-            for name, value in tensors.items():
-                if isinstance(value, Tensor):
-                    check_writable(f"texts[{name!r}]" if captions is tensors else "texts",
-                                   value)
     partners = previous if previous is not None and info.applied else PartnerRows(None, None)
     rows = caption_rows(texts, info, sep=config.sep, multi_caption=config.multi_caption,
                         layout=layout, partners=partners.texts)
@@ -142,9 +112,9 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     kept = keep_rows(config, images, texts, copy=not samples) if outside else None
     if samples:
         out = stack_mixed(images, info, allocate(info.output_size, images[0]),
-                          partners.images)
+                          partners.images, check=False)
     else:
-        out = mix_images(images, info, inplace=inplace, partners=partners.images)
+        out = mix_images(images, info, inplace=inplace, partners=partners.images, check=False)
     return Mixed(out, place_captions(texts, rows, info, inplace=inplace), info, kept,
                  None if extra is None else place_captions(extra, extra_rows, info,
                                                            inplace=inplace))
@@ -159,7 +129,7 @@ def keep_rows(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     count = count_pairs(len(images), ratio=config.ratio, num_pairs=config.num_pairs,
                         pairing=config.pairing)
     if isinstance(texts, (Tensor, Mapping)):
-        fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+        fields = token_fields(texts)
         rows = {name: value[:count].clone() if copy else value[:count]
                 for name, value in fields.items()}
         texts = rows if isinstance(texts, Mapping) else rows["input_ids"]
@@ -250,7 +220,7 @@ class BatchMixer:
     def draw(self, batch_size: int, image_size: tuple[int, int]) -> MixGenInfo:
         """Draw the pairs and lambdas for a batch from this adapter's generator."""
         previous = self.previous
-        return draw(self.config, batch_size, image_size, self.generator(),
+        return draw(self.config, batch_size, image_size, self.generator,
                     partner_rows=0 if previous is None else len(previous))
 
     def mix(self, images: Tensor | Sequence[Tensor], texts: Any,
@@ -263,7 +233,7 @@ class BatchMixer:
             if allocate is not None:
                 images = torch.stack(list(images), out=allocate(len(images), images[0]))
             return Mixed(images, texts, None, None, extra)
-        mixed = mix_batch(self.config, images, texts, self.generator(), info=info,
+        mixed = mix_batch(self.config, images, texts, self.generator, info=info,
                           layout=self.layout(texts), allocate=allocate, previous=self.previous,
                           extra=extra)
         if mixed.kept is not None:

@@ -15,10 +15,51 @@ import torch
 from torch import Tensor
 
 from mixgen.info import MixGenInfo
-from mixgen.tokens import TOKEN_FIELDS
+from mixgen.tokens import TOKEN_FIELDS, token_fields
 
 
 # ----------------------------------------------------------------------------- batches
+def check_batch(images: Tensor | Sequence[Tensor], texts: Any, *, samples: bool,
+                extra: Any = None, info: MixGenInfo | None = None, outside: bool = False,
+                partners: tuple[Any, Any] | None = None,
+                inplace: bool = False) -> tuple[int, tuple[int, int]]:
+    """Every check of one batch that can fail, in one place, before anything is drawn or
+    written: the images (a batch, or with ``samples`` a collate function's sample
+    tensors), one caption per image in ``texts`` and ``extra``, an ``info`` given to
+    replay (refused for ``outside`` pairings, whose partners are rows of an earlier
+    batch), the ``partners`` kept of that batch (``(images, texts)``), and with
+    ``inplace`` the writability of what is written. Returns the batch size and ``(H, W)``.
+    """
+    if samples:
+        check_samples(images)
+        size, image_size = len(images), tuple(images[0].shape[-2:])
+    else:  # shapes only: even a view of a row is an op, costly with cold caches
+        check_images(images)
+        size, image_size = images.shape[0], tuple(images.shape[-2:])
+    check_texts(texts, size)
+    if extra is not None:
+        check_texts(extra, size)
+        if outside:
+            raise ValueError("pairing='previous' mixes one form of captions: this batch keeps "
+                             "its captions twice (token ids and another key); drop one")
+    if info is not None and (outside or not info.partner_in_batch):
+        raise ValueError("an info of pairing='previous' cannot be replayed: its partners are "
+                         "rows of an earlier batch; MixGen with pairing='previous' draws "
+                         "its own pairs")
+    if partners is not None:
+        check_partners_fit(images, texts, *partners)
+    if info is not None:
+        check_info_fits(info, size, image_size)
+    if inplace:
+        check_writable("images", images)
+        for captions in (texts, extra):
+            for name, value in token_fields(captions).items():
+                if isinstance(value, Tensor):
+                    check_writable(f"texts[{name!r}]" if isinstance(captions, Mapping)
+                                   else "texts", value)
+    return size, image_size
+
+
 def check_images(images: object) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``images`` is a non-empty image batch."""
     if not isinstance(images, Tensor):
@@ -76,7 +117,7 @@ def check_texts(texts: object, batch_size: int) -> None:
 def check_token_texts(texts: object, batch_size: int) -> None:
     """Raise unless ``texts`` is a ``[B, L]`` integer id tensor or a dict of such tensors
     (``input_ids``, optional ``attention_mask`` and ``token_type_ids``)."""
-    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    fields = token_fields(texts)
     if "input_ids" not in fields:
         raise ValueError(f"texts is a dict without 'input_ids'; its keys are {sorted(fields)}")
     unknown = sorted(set(fields) - set(TOKEN_FIELDS))
@@ -118,7 +159,7 @@ def _row_kind(images: Tensor | Sequence[Tensor]) -> tuple:
 def _caption_kind(texts: Any) -> Any:
     if not isinstance(texts, (Tensor, Mapping)):
         return "strings"
-    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    fields = token_fields(texts)
     return {name: (value.shape[1], value.dtype, value.device) for name, value in fields.items()}
 
 

@@ -71,7 +71,11 @@ def sample_pairs(batch_size: int, num_pairs: int, pairing: str,
     - ``previous``: i with row i of the previous batch (:class:`mixgen.batch.BatchMixer`).
     """
     check_choice("pairing", pairing, PAIRINGS)
-    m = num_pairs
+    return _pair_indices(batch_size, num_pairs, pairing, generator)
+
+
+def _pair_indices(batch_size: int, m: int, pairing: str,
+                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     if pairing == "first":
         source = torch.arange(m)
         return source, source + m
@@ -123,19 +127,23 @@ def sample_boxes(lam: Tensor, height: int, width: int,
 
 
 def draw(config: MixGenConfig, batch_size: int, image_size: tuple[int, int],
-         generator: torch.Generator | None = None, *, partner_rows: int = 0) -> MixGenInfo:
-    """Draw everything one MixGen call needs, in a fixed order, from ``generator``.
+         generator: torch.Generator | HostGenerator | None = None, *,
+         partner_rows: int = 0) -> MixGenInfo:
+    """Draw everything one MixGen call needs, in a fixed order, from ``generator`` (an
+    adapter's :class:`HostGenerator` is asked for its generator here, when drawing).
 
     ``image_size`` is ``(H, W)`` of the images, used for cutmix boxes; ``partner_rows``
     the rows kept of the previous batch, at most that many pairs for ``pairing="previous"``.
     """
+    if isinstance(generator, HostGenerator):
+        generator = generator()
     count = count_pairs(batch_size, ratio=config.ratio, num_pairs=config.num_pairs,
                         pairing=config.pairing)
     if config.pairing == "previous":
         count = min(count, partner_rows)
     if config.p < 1.0 and float(torch.rand((), generator=generator)) >= config.p:
         count = 0
-    source, partner = sample_pairs(batch_size, count, config.pairing, generator)
+    source, partner = _pair_indices(batch_size, count, config.pairing, generator)
     lams = sample_lambdas(count, lam=config.lam, alpha=config.alpha, generator=generator)
     boxes = keep_source_text = None
     if config.image_op == "cutmix":

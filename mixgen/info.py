@@ -139,6 +139,19 @@ class MixGenInfo:
             self.__dict__["_host"] = rows  # a cache, not a field
             return rows
 
+    def indices(self, device: torch.device) -> Indices:
+        """The pairs' index tensors on ``device``, copied there once per info and device
+        (without waiting for it): every kernel reads them from here."""
+        cache = self.__dict__.setdefault("_indices", {})  # a cache, not a field
+        if device not in cache:
+            cache[device] = Indices(*(None if t is None else to_device(t, device) for t in
+                                      (self.source, self.partner, self.target,
+                                       self.keep_source_text)))
+        return cache[device]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_indices"}  # device copies
+
     def to(self, device: torch.device | str) -> MixGenInfo:
         """The same info with every tensor on ``device`` (copied without waiting)."""
         if self.source.device == torch.device(device):
@@ -146,6 +159,15 @@ class MixGenInfo:
         return dataclasses.replace(self, **{
             f.name: getattr(self, f.name).to(device, non_blocking=True)
             for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), Tensor)})
+
+
+class Indices(NamedTuple):
+    """An info's index tensors on one device (:meth:`MixGenInfo.indices`)."""
+
+    source: Tensor
+    partner: Tensor
+    target: Tensor
+    keep_source_text: Tensor | None
 
 
 class HostRows(NamedTuple):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,11 @@ OPEN_CLIP_END = 49407
 SIDES = ("right", "left")
 TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 """The token fields of a Hugging Face encoding that MixGen rebuilds for joined captions."""
+
+
+def token_fields(texts: Any) -> dict[str, Any]:
+    """The fields of token-id captions by name: a dict's own, or ``{"input_ids": ids}``."""
+    return dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
 
 
 @dataclass(frozen=True)
