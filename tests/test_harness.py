@@ -63,7 +63,7 @@ def test_benchmark_outputs_paired_arms_and_resume(tmp_path, capsys):
         assert metrics_of(results, "mixgen", seed) != metrics_of(results, "baseline", seed)
     assert metrics_of(results, "baseline", 0) != metrics_of(results, "baseline", 1)
     command = (out / "logs" / "mixgen-n64-s1" / "command.txt").read_text()
-    assert " -m mixgen.open_clip_train " in command and " --mixgen " in command
+    assert " -m mixgen.open_clip_train " in command and "--mixgen" in command.split()
     assert "--mixgen" not in (out / "logs" / "baseline-n64-s1" / "command.txt").read_text()
     for metric in METRICS:
         base = [metrics_of(results, "baseline", s)[metric] for s in (0, 1)]
