@@ -1,10 +1,13 @@
 """The one batch path: every adapter (``MixGen``, ``MixGenCollate``, ``mixgen.wds``,
-``mixgen.hf``) mixes through :func:`mix_batch`, and finds and rebuilds its batch's
-structure with :func:`find` and :func:`rebuild`.
+``mixgen.hf``, ``mixgen.hf_trainer`` and the data path of ``mixgen.open_clip_train``)
+mixes through a :class:`BatchMixer` and :func:`mix_batch`, and finds and rebuilds its
+batch's structure with :func:`find` and :func:`rebuild`.
 
-The order of :func:`mix_batch` is what makes ``inplace=True`` fail cleanly: every check
-that can fail (the batch, the info, the writability of what is written, the captions'
-layout) runs before the images are written, and the captions are written last.
+A batch goes down once: checked (:func:`mixgen.checks.check_batch`), drawn
+(:func:`mixgen.draw.draw`), its caption rows made, its images mixed, its captions placed.
+That order is what makes ``inplace=True`` fail cleanly: every check that can fail (the
+batch, the info, the writability of what is written, the captions' layout) runs before
+the images are written, and the captions are written last.
 
 ``pairing="previous"`` is the one pairing with state: :class:`BatchMixer` keeps the
 unmixed rows of the last batch it mixed that the next batch may pair with
