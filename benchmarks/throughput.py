@@ -1,11 +1,9 @@
 """Throughput of MixGen, side by side with the published loop, the usual mixing libraries
 and the memory bound, in one process.
 
-Every repeat runs each case of a group once, in a shuffled order, so load from other
-processes and the state of the caches fall on all cases alike; the table gives the
-median, the spread (25th to 75th percentile) and the ratios the targets are stated in
-(of the medians; their spread from the ratios repeat by repeat). Timings use one
-intra-op thread by default (``--threads``), as DataLoader workers do.
+Cases are timed side by side (:mod:`mixgen_bench.speed`): the table gives the median,
+the spread (25th to 75th percentile) and the ratios the targets are stated in. Timings
+use one intra-op thread by default (``--threads``), as DataLoader workers do.
 
     python benchmarks/throughput.py                     # the full table, about a minute
     python benchmarks/throughput.py --back-to-back      # the same with warm caches
@@ -24,119 +22,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import random
-import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import timm.data
 import torch
 import torchvision
-from torch.utils.data import DataLoader, Dataset, default_collate
-from torchvision.io import decode_jpeg, encode_jpeg, read_file, write_file
+from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms import v2
 
 import mixgen
 from mixgen import MixGen, MixGenCollate
+from mixgen.draw import sample_params
 from mixgen.functional import mix_images, mix_texts
-from mixgen.params import sample_params
+from mixgen_bench.reference import published_mixgen, published_mixgen_batch
+from mixgen_bench.speed import (
+    SIZE,
+    Group,
+    JpegCaptions,
+    Target,
+    captions,
+    environment,
+    synchronized,
+    table,
+    target_table,
+    time_groups,
+    write_jpegs,
+)
 
-# the published loops are the tests' reference code, kept once in tests/helpers.py
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import published_mixgen, published_mixgen_batch
-
-SIZE = 224
 BATCHES = (64, 256)
-WORDS = ["a", "photo", "of", "the", "small", "red", "dog", "cat", "sitting", "on", "wooden",
-         "table", "next", "to", "bright", "window", "with", "green", "plants", "blue", "sky",
-         "over", "old", "city", "street", "two", "people", "walking", "along", "beach", "at",
-         "sunset"]
-
-
-# ----------------------------------------------------------------------------- timing
-@dataclass
-class Group:
-    """Cases timed side by side: each repeat runs every case once, in a shuffled order
-    (so no case always follows the same one and finds the caches as it left them)."""
-
-    name: str
-    cases: dict[str, Callable[[], object]] = field(default_factory=dict)
-    times: dict[str, list[float]] = field(default_factory=dict)
-    bytes_moved: dict[str, int] = field(default_factory=dict)  # read + written, for GB/s
-
-    def add(self, name: str, fn: Callable[[], object]) -> None:
-        self.cases[name] = fn
-
-    def run(self, repeats: int, warmup: int = 1, back_to_back: bool = False) -> Group:
-        """Time each case ``repeats`` times; with ``back_to_back``, each timed call comes
-        right after an untimed call of the same case (warm caches: the steady state of
-        calling one op in a loop) instead of after whatever case came before it."""
-        names = list(self.cases)
-        for _ in range(warmup):
-            for name in names:
-                self.cases[name]()
-        self.times = {name: [] for name in names}
-        order = random.Random(0)
-        for _ in range(repeats):
-            for name in order.sample(names, len(names)):
-                if back_to_back:
-                    self.cases[name]()  # untimed; its output is freed before the timed call
-                start = time.perf_counter()
-                result = self.cases[name]()
-                self.times[name].append(time.perf_counter() - start)
-                del result  # freeing an output is not part of making it
-        return self
-
-    def ratio(self, numerator: str, denominator: str) -> tuple[float, float, float]:
-        """The ratio of two cases' median times, and the quartiles of the ratio taken
-        repeat by repeat (its spread)."""
-        ratios = [a / b for a, b in zip(self.times[numerator], self.times[denominator],
-                                        strict=True)]
-        q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-        return (statistics.median(self.times[numerator])
-                / statistics.median(self.times[denominator]), q1, q3)
-
-
-@dataclass
-class Target:
-    name: str
-    group: Group
-    numerator: str
-    denominator: str
-    limit: float
-    at_least: bool = False  # the ratio must be >= limit (a speed-up), not <= limit
-
-    def row(self) -> dict:
-        med, q1, q3 = self.group.ratio(self.numerator, self.denominator)
-        met = med >= self.limit if self.at_least else med <= self.limit
-        return {"target": self.name, "ratio": med, "q1": q1, "q3": q3,
-                "goal": f"{'>=' if self.at_least else '<='} {self.limit}", "met": met}
-
-
-def summarize(group: Group) -> list[dict]:
-    rows = []
-    for name, times in group.times.items():
-        ms = [t * 1e3 for t in times]
-        q1, _, q3 = statistics.quantiles(ms, n=4) if len(ms) > 1 else ms * 3
-        rows.append({"group": group.name, "case": name, "median_ms": statistics.median(ms),
-                     "q1_ms": q1, "q3_ms": q3, "min_ms": min(ms), "repeats": len(ms)})
-        if name in group.bytes_moved:
-            rows[-1]["gb_per_s"] = group.bytes_moved[name] / statistics.median(times) / 1e9
-    return rows
-
-
-def captions(count: int, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=int(rng.integers(8, 16)))) for _ in range(count)]
-
-
 # ----------------------------------------------------------------------------- groups
 def batch_group(batch: int, dtype: torch.dtype) -> tuple[Group, list[Target]]:
     """MixGen on a collated batch against the published loop, libraries and copies."""
@@ -244,37 +160,6 @@ def token_group(batch: int) -> tuple[Group, list[Target]]:
                       "token concat (mix_texts on ids)", 20, at_least=True)]
 
 
-class JpegCaptions(Dataset):
-    """(image, caption) from a folder of JPEG files, decoded and normalised per sample."""
-
-    def __init__(self, paths: list[Path], texts: list[str]) -> None:
-        self.paths, self.texts = paths, texts
-        self.transform = v2.Compose([v2.ToDtype(torch.float32, scale=True),
-                                     v2.Normalize(open_clip.OPENAI_DATASET_MEAN,
-                                                  open_clip.OPENAI_DATASET_STD)])
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        return self.transform(decode_jpeg(read_file(str(self.paths[i])))), self.texts[i]
-
-
-def write_jpegs(folder: Path, count: int) -> list[Path]:
-    """Smooth random images with some texture, about the size of photos at 224x224."""
-    gen = torch.Generator().manual_seed(0)
-    paths = []
-    for i in range(count):
-        coarse = torch.rand((1, 3, 8, 8), generator=gen)
-        image = torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic")
-        image = image[0] + 0.08 * torch.randn((3, SIZE, SIZE), generator=gen)
-        path = folder / f"{i:05d}.jpg"
-        write_file(str(path), encode_jpeg((image.clamp(0, 1) * 255).to(torch.uint8),
-                                          quality=90))
-        paths.append(path)
-    return paths
-
-
 def dataloader_group(folder: Path, count: int, batch: int) -> tuple[Group, list[Target]]:
     """One epoch over a JPEG folder, 2 workers, with ``default_collate`` or MixGen."""
     dataset = JpegCaptions(write_jpegs(folder, count), captions(count, 1))
@@ -301,19 +186,14 @@ def cuda_group(batch: int) -> tuple[Group, list[Target]]:
     whole = sample_params(batch, (SIZE, SIZE), ratio=1.0, pairing="permute", generator=gen)
     m, row = first.num_pairs, images[0].nbytes
 
-    def timed(fn: Callable[[], object]) -> Callable[[], object]:
-        def run() -> object:
-            result = fn()
-            torch.cuda.synchronize()
-            return result
-        return run
-
     g = Group(f"CUDA B={batch} float32")
-    g.add("copy M rows (in-place bound)", timed(lambda: images[:m].copy_(images[m:2 * m])))
-    g.add("mix_images first, in place", timed(lambda: mix_images(images, first, inplace=True)))
-    g.add("copy batch (out-of-place bound)", timed(lambda: images.clone()))
+    g.add("copy M rows (in-place bound)",
+          synchronized(lambda: images[:m].copy_(images[m:2 * m])))
+    g.add("mix_images first, in place",
+          synchronized(lambda: mix_images(images, first, inplace=True)))
+    g.add("copy batch (out-of-place bound)", synchronized(lambda: images.clone()))
     g.add("mix_images whole-batch permute, out of place",
-          timed(lambda: mix_images(images, whole)))
+          synchronized(lambda: mix_images(images, whole)))
     g.bytes_moved = {"copy M rows (in-place bound)": 2 * m * row,
                "mix_images first, in place": 3 * m * row,
                "copy batch (out-of-place bound)": 2 * batch * row}
@@ -350,25 +230,6 @@ def check_uint8_exact(batch: int) -> bool:
     return torch.equal(mixed[:m], reference.to(torch.uint8))
 
 
-# ----------------------------------------------------------------------------- report
-def table(rows: list[dict]) -> str:
-    rate = any("gb_per_s" in r for r in rows)
-    lines = ["| group | case | median ms | p25-p75 ms |" + (" GB/s |" if rate else ""),
-             "|---|---|---:|---:|" + ("---:|" if rate else "")]
-    lines += [f"| {r['group']} | {r['case']} | {r['median_ms']:.2f} | "
-              f"{r['q1_ms']:.2f}-{r['q3_ms']:.2f} |"
-              + ((f" {r['gb_per_s']:.0f} |" if "gb_per_s" in r else " - |") if rate else "")
-              for r in rows]
-    return "\n".join(lines)
-
-
-def target_table(rows: list[dict]) -> str:
-    lines = ["| target | ratio | p25-p75 | goal | met |", "|---|---:|---:|---|---|"]
-    lines += [f"| {r['target']} | {r['ratio']:.2f} | {r['q1']:.2f}-{r['q3']:.2f} | "
-              f"{r['goal']} | {'yes' if r['met'] else 'NO'} |" for r in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed runs of each case")
@@ -390,29 +251,17 @@ def main(argv: list[str] | None = None) -> None:
     runs += [token_group(b) for b in BATCHES]
     if torch.cuda.is_available():
         runs += [cuda_group(b) for b in BATCHES]
-    rows, targets = [], []
-    for group, group_targets in runs:
-        print(f"timing {group.name} ...", file=sys.stderr, flush=True)
-        rows += summarize(group.run(args.repeats, back_to_back=args.back_to_back))
-        targets += [t.row() for t in group_targets]
-        group.cases.clear()  # release the group's tensors
+    rows, targets = time_groups(runs, args.repeats, args.back_to_back)
     with tempfile.TemporaryDirectory() as folder:
-        print("timing DataLoader epochs ...", file=sys.stderr, flush=True)
-        group, group_targets = dataloader_group(Path(folder), args.jpegs, 64)
-        rows += summarize(group.run(args.repeats, back_to_back=args.back_to_back))
-        targets += [t.row() for t in group_targets]
-        group.cases.clear()  # stop the persistent workers
+        more_rows, more_targets = time_groups([dataloader_group(Path(folder), args.jpegs, 64)],
+                                              args.repeats, args.back_to_back)
+    rows, targets = rows + more_rows, targets + more_targets
     checks = {"uint8 bit-exact vs float round-half-up": exact}
     if torch.cuda.is_available():
         checks["CUDA mixing without host-device sync"] = cuda_mixing_never_waits(256)
     targets += [{"target": name, "ratio": float(ok), "q1": float(ok), "q3": float(ok),
                  "goal": "== 1 (yes)", "met": ok} for name, ok in checks.items()]
-    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "open_clip": open_clip.__version__,
-            "mixgen": mixgen.__version__, "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    meta = {**environment(torch, torchvision, timm, open_clip, mixgen),
             "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
             "repeats": args.repeats, "back_to_back": args.back_to_back,
             "seconds": round(time.perf_counter() - started, 1)}

@@ -3,7 +3,7 @@
 from mixgen import functional
 from mixgen.collate import MixGenCollate
 from mixgen.config import MixGenConfig
-from mixgen.params import MixGenInfo
+from mixgen.info import MixGenInfo
 from mixgen.transform import MixGen
 
 __all__ = ["MixGen", "MixGenCollate", "MixGenConfig", "MixGenInfo", "functional"]

@@ -1,43 +1,44 @@
 """The one batch path: every adapter (``MixGen``, ``MixGenCollate``, ``mixgen.wds``,
-``mixgen.hf``) mixes through :func:`mix_batch`, and finds and rebuilds its batch's
-structure with :func:`find` and :func:`rebuild`.
+``mixgen.hf``, ``mixgen.hf_trainer`` and the data path of ``mixgen.open_clip_train``)
+mixes through a :class:`BatchMixer` and :func:`mix_batch`, and finds and rebuilds its
+batch's structure with :func:`find` and :func:`rebuild`.
 
-The order of :func:`mix_batch` is what makes ``inplace=True`` fail cleanly: every check
-that can fail (the batch, the info, the writability of what is written, the captions'
-layout) runs before the images are written, and the captions are written last.
+A batch goes down once: checked (:func:`mixgen.checks.check_batch`), drawn
+(:func:`mixgen.draw.draw`), its caption rows made, its images mixed, its captions placed.
+That order is what makes ``inplace=True`` fail cleanly: every check that can fail (the
+batch, the info, the writability of what is written, the captions' layout) runs before
+the images are written, and the captions are written last.
 
 ``pairing="previous"`` is the one pairing with state: :class:`BatchMixer` keeps the
 unmixed rows of the last batch it mixed that the next batch may pair with
-(:class:`PartnerRows`), per process and DataLoader worker.
+(:class:`PartnerRows`), per process and DataLoader worker. Its ``enabled`` switch
+(:class:`Switch`, like timm's ``mixup_enabled``) turns mixing off and on, also in the
+DataLoader workers it was copied into.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+import multiprocessing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.context import get_spawning_popen
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import get_worker_info
 
 from mixgen.captions import caption_rows, place_captions
-from mixgen.checks import (
-    check_images,
-    check_info_fits,
-    check_partners_fit,
-    check_samples,
-    check_texts,
-    check_writable,
-)
+from mixgen.checks import check_batch
 from mixgen.config import MixGenConfig
-from mixgen.functional import append_rows, mix_images, stack_mixed
-from mixgen.params import MixGenInfo, check_generator, count_pairs, draw
-from mixgen.tokens import TOKEN_FIELDS, TokenLayout, layout_from_tokenizer
+from mixgen.draw import HostGenerator, count_pairs, draw, process_key
+from mixgen.functional import mix_images, stack_mixed
+from mixgen.info import MixGenInfo
+from mixgen.structure import INFO_KEY, CaptionKeys, caption_keys, find, rebuild, stack_ids
+from mixgen.tokens import TokenLayout, layout_from_tokenizer, token_fields
 
-INFO_KEY = "mixgen"
-"""The key of the info in a dict batch returned with ``return_info``."""
+__all__ = ["INFO_KEY", "BatchMixer", "CaptionKeys", "Mixed", "PartnerRows", "Switch",
+           "caption_keys", "find", "keep_rows", "mix_batch", "rebuild", "stack_ids"]
+
 Allocate = Callable[[int, Tensor], Tensor]
 
 
@@ -55,18 +56,20 @@ class PartnerRows:
 
 
 class Mixed(NamedTuple):
-    """What :func:`mix_batch` returns; ``kept``: the rows the next batch may pair with
+    """What :func:`mix_batch` returns; ``info`` None: a batch a switched-off
+    :class:`BatchMixer` passed through; ``kept``: the rows the next batch may pair with
     (``pairing="previous"`` only, else None); ``extra``: the mixed ``extra`` captions."""
 
     images: Tensor
     texts: Any
-    info: MixGenInfo
+    info: MixGenInfo | None
     kept: PartnerRows | None
     extra: Any = None
 
 
 def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: Any,
-              generator: torch.Generator | None = None, *, info: MixGenInfo | None = None,
+              generator: torch.Generator | HostGenerator | None = None, *,
+              info: MixGenInfo | None = None,
               layout: TokenLayout | None = None, allocate: Allocate | None = None,
               previous: PartnerRows | None = None, extra: Any = None) -> Mixed:
     """Mix one batch; returns ``(images, texts, info, kept, extra)``.
@@ -76,7 +79,8 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         images: a ``[B, ...]`` batch, or, with ``allocate``, a collate function's list of
             B sample tensors, stacked and mixed in one pass.
         texts: one caption per image (see :class:`~mixgen.MixGen`).
-        generator: the CPU generator the parameters are drawn from, on the host.
+        generator: the CPU generator the parameters are drawn from, on the host (or an
+            adapter's :class:`~mixgen.draw.HostGenerator`).
         info: a :class:`~mixgen.MixGenInfo` to replay instead of drawing.
         layout: how token ids are laid out (default: read from the ids, open_clip's).
         allocate: ``allocate(rows, first_sample)`` makes the batch tensor to stack into.
@@ -94,40 +98,15 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
         >>> mixed.texts, mixed.info.source.tolist(), mixed.info.partner.tolist()
         (['a c', 'b d', 'c', 'd'], [0, 1], [2, 3])
     """
-    samples = allocate is not None
-    if samples:
-        check_samples(images)
-        size, image_size = len(images), tuple(images[0].shape[-2:])
-    else:  # shapes only: even a view of a row is an op, costly with cold caches
-        check_images(images)
-        size, image_size = images.shape[0], tuple(images.shape[-2:])
-    check_texts(texts, size)
-    outside = config.pairing == "previous"
-    if extra is not None:
-        check_texts(extra, size)
-        if outside:
-            raise ValueError("pairing='previous' mixes one form of captions: this batch keeps "
-                             "its captions twice (token ids and another key); drop one")
-    if info is not None and (outside or not info.partner_in_batch):
-        raise ValueError("an info of pairing='previous' cannot be replayed: its partners are "
-                         "rows of an earlier batch; MixGen with pairing='previous' draws "
-                         "its own pairs")
-    if previous is not None:
-        check_partners_fit(images, texts, previous.images, previous.texts)
-    if info is None:
+    samples, outside = allocate is not None, config.pairing == "previous"
+    inplace = config.inplace and not samples
+    size, image_size = check_batch(
+        images, texts, samples=samples, extra=extra, info=info, outside=outside,
+        partners=None if previous is None else (previous.images, previous.texts),
+        inplace=inplace)
+    if info is None:  # drawn to fit the partner rows kept: no check of them needed
         info = draw(config, size, image_size, generator,
                     partner_rows=len(previous) if previous is not None else 0)
-    else:
-        check_info_fits(info, size, image_size)
-    inplace = config.inplace and not samples
-    if inplace:
-        check_writable("images", images)
-        for captions in (texts, extra):
-            tensors = captions if isinstance(captions, Mapping) else {"input_ids": captions}
-            for name, value in tensors.items():
-                if isinstance(value, Tensor):
-                    check_writable(f"texts[{name!r}]" if captions is tensors else "texts",
-                                   value)
     partners = previous if previous is not None and info.applied else PartnerRows(None, None)
     rows = caption_rows(texts, info, sep=config.sep, multi_caption=config.multi_caption,
                         layout=layout, partners=partners.texts)
@@ -136,9 +115,9 @@ def mix_batch(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     kept = keep_rows(config, images, texts, copy=not samples) if outside else None
     if samples:
         out = stack_mixed(images, info, allocate(info.output_size, images[0]),
-                          partners.images)
+                          partners.images, check=False)
     else:
-        out = mix_images(images, info, inplace=inplace, partners=partners.images)
+        out = mix_images(images, info, inplace=inplace, partners=partners.images, check=False)
     return Mixed(out, place_captions(texts, rows, info, inplace=inplace), info, kept,
                  None if extra is None else place_captions(extra, extra_rows, info,
                                                            inplace=inplace))
@@ -153,7 +132,7 @@ def keep_rows(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     count = count_pairs(len(images), ratio=config.ratio, num_pairs=config.num_pairs,
                         pairing=config.pairing)
     if isinstance(texts, (Tensor, Mapping)):
-        fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+        fields = token_fields(texts)
         rows = {name: value[:count].clone() if copy else value[:count]
                 for name, value in fields.items()}
         texts = rows if isinstance(texts, Mapping) else rows["input_ids"]
@@ -163,118 +142,45 @@ def keep_rows(config: MixGenConfig, images: Tensor | Sequence[Tensor], texts: An
     return PartnerRows(images, texts)
 
 
-class CaptionKeys(NamedTuple):
-    """Where a dict batch (or a dict sample) keeps its captions.
+class Switch:
+    """An on/off value in shared memory: set in the main process, it is read by the
+    DataLoader workers (persistent ones too) that the adapter holding it was copied into,
+    as they start, forked or spawned. Any other copy (``pickle``, ``copy.deepcopy``) is a
+    switch of its own, with the same value."""
 
-    ``tokens``: the flat token fields beside the images, as transformers' tokenizers and
-    run_clip's ``collate_fn`` make them (``input_ids`` and the ``attention_mask`` and
-    ``token_type_ids`` present), mixed together as one caption; empty where there is no
-    ``input_ids``. ``text``: the key of other captions (strings, ids, or a dict of token
-    tensors), mixed with the same pairs; None where the batch has only the flat fields.
-    """
+    def __init__(self, on: bool = True) -> None:
+        self._value = multiprocessing.RawValue("b", on)
 
-    text: str | None
-    tokens: tuple[str, ...]
+    def __bool__(self) -> bool:
+        return bool(self._value.value)
 
+    def set(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise TypeError(f"enabled must be a bool, got {type(on).__name__}")
+        self._value.value = on
 
-def caption_keys(keys: Collection[Any], config: MixGenConfig, *, what: str = "dict batch",
-                 key: str = "key", names: tuple[str, str] = ("image_key", "text_key")
-                 ) -> CaptionKeys:
-    """The keys of a dict batch's captions (see :class:`CaptionKeys`): ``text_key``, the
-    flat token fields (selected by ``text_key="input_ids"``, or found where ``text_key``
-    is not a key), or both. Raises a ``ValueError`` naming the keys when the images or
-    both are missing; ``what``, ``key`` and ``names`` word it for the adapter."""
-    flat = tuple(f for f in TOKEN_FIELDS if f in keys) if "input_ids" in keys else ()
-    text = config.text_key if config.text_key in keys and config.text_key not in flat else None
-    known = f"its {key}s are {sorted(map(str, keys))}"
-    if config.image_key not in keys:
-        raise ValueError(f"the {what} has no {key} {config.image_key!r} ({names[0]}); {known}")
-    if text is None and not flat:
-        alternative = "" if config.text_key == "input_ids" else " and no 'input_ids'"
-        raise ValueError(f"the {what} has no {key} {config.text_key!r} ({names[1]})"
-                         f"{alternative}; {known}")
-    return CaptionKeys(text, flat)
+    def __reduce__(self) -> tuple:
+        if get_spawning_popen() is not None:  # into a worker being started: shared memory
+            return _shared_switch, (self._value,)
+        return Switch, (bool(self),)
 
 
-def find(batch: Any, config: MixGenConfig) -> tuple[Any, Any, Any]:
-    """Images and captions of a dict batch or of a sequence starting with them:
-    ``(images, texts, extra)``, where a dict batch's flat token fields are ``texts`` (a
-    dict of them) and its ``text_key`` captions beside them ``extra`` (else None)."""
-    if isinstance(batch, Mapping):
-        keys = caption_keys(batch, config)
-        named = None if keys.text is None else batch[keys.text]
-        if not keys.tokens:
-            return batch[config.image_key], named, None
-        return batch[config.image_key], {f: batch[f] for f in keys.tokens}, named
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1], None
-    raise TypeError(f"MixGen expects (images, texts), a sequence starting with images and "
-                    f"texts, or a dict batch; got {type(batch).__name__}")
-
-
-def rebuild(batch: Any, images: Tensor, texts: Any, info: MixGenInfo,
-            config: MixGenConfig, extra: Any = None) -> Any:
-    """``batch``'s structure with the mixed images and captions in place of its own
-    (``texts`` and ``extra`` as :func:`find` returns them).
-
-    Other per-sample fields grow by the sources' entries in ``append`` mode; with
-    ``return_info`` a dict gets the key ``"mixgen"``, a sequence one more element.
-    """
-    if isinstance(batch, Mapping):
-        keys = caption_keys(batch, config)
-        out = {k: append_rows(v, info) for k, v in batch.items()}
-        out[config.image_key] = images
-        if keys.tokens:
-            out.update(texts)
-            if keys.text is not None:
-                out[keys.text] = extra
-        else:
-            out[keys.text] = texts
-        if config.return_info:
-            out[INFO_KEY] = info
-        return out if type(batch) is dict else type(batch)(out)
-    rest = [append_rows(v, info) for v in batch[2:]]
-    out = [images, texts, *rest, *([info] if config.return_info else [])]
-    return tuple(out) if isinstance(batch, tuple) else out
-
-
-def process_key() -> tuple[int, int | None]:
-    """This process, and its DataLoader worker's seed (None outside workers)."""
-    worker = get_worker_info()
-    return os.getpid(), None if worker is None else worker.seed
-
-
-class HostGenerator:
-    """The generator of an adapter, reseeded once per DataLoader worker from that
-    worker's seed.
-
-    A generator pickled into worker processes would otherwise hand every worker the
-    same stream. The worker's seed derives from the loader's base seed, so two runs
-    under the same ``torch.manual_seed`` still draw identical parameters.
-    """
-
-    def __init__(self, generator: torch.Generator | None) -> None:
-        check_generator(generator)
-        self.generator = generator
-        self._seeded_worker: tuple[int, int | None] | None = None
-
-    def __call__(self) -> torch.Generator | None:
-        worker = get_worker_info()
-        if self.generator is None or worker is None:
-            return self.generator
-        key = process_key()
-        if self._seeded_worker != key:
-            base = self.generator.initial_seed()
-            self.generator.manual_seed((base * 0x9E3779B1 + worker.seed) % 2**63)
-            self._seeded_worker = key
-        return self.generator
+def _shared_switch(value: Any) -> Switch:
+    switch = object.__new__(Switch)
+    switch._value = value
+    return switch
 
 
 class BatchMixer:
     """What every adapter holds: the config, the host generator (reseeded once per
-    DataLoader worker), the token layout of its tokenizer (read once) and, for
-    ``pairing="previous"``, the rows of the last batch it mixed in this process or
-    worker (a worker never starts from rows its parent process kept)."""
+    DataLoader worker), the token layout of its tokenizer (read once), the ``enabled``
+    switch and, for ``pairing="previous"``, the rows of the last batch it mixed in this
+    process or worker (a worker never starts from rows its parent process kept).
+
+    Switched off (``enabled = False``), it passes every batch through unmixed, drawing
+    nothing (its generator untouched); the info, with ``return_info``, is None. A
+    collate function's samples are still collated.
+    """
 
     def __init__(self, config: MixGenConfig, generator: torch.Generator | None = None,
                  tokenizer: Any = None) -> None:
@@ -285,6 +191,17 @@ class BatchMixer:
         self.tokenizer = tokenizer
         self._layout: TokenLayout | None = None
         self._previous: tuple[tuple[int, int | None], PartnerRows] | None = None
+        self.switch = Switch()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether batches are mixed (True, the default); set it to switch mixing off and
+        on, here and in the DataLoader workers this mixer was copied into."""
+        return bool(self.switch)
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.switch.set(on)
 
     @property
     def previous(self) -> PartnerRows | None:
@@ -306,7 +223,7 @@ class BatchMixer:
     def draw(self, batch_size: int, image_size: tuple[int, int]) -> MixGenInfo:
         """Draw the pairs and lambdas for a batch from this adapter's generator."""
         previous = self.previous
-        return draw(self.config, batch_size, image_size, self.generator(),
+        return draw(self.config, batch_size, image_size, self.generator,
                     partner_rows=0 if previous is None else len(previous))
 
     def mix(self, images: Tensor | Sequence[Tensor], texts: Any,
@@ -314,8 +231,12 @@ class BatchMixer:
             extra: Any = None) -> Mixed:
         """:func:`mix_batch` with this adapter's config, generator, layout and, for
         ``pairing="previous"``, the rows kept of its last batch (replaced by this batch's
-        once it is mixed)."""
-        mixed = mix_batch(self.config, images, texts, self.generator(), info=info,
+        once it is mixed); switched off, the batch as it is (samples stacked)."""
+        if not self.switch:
+            if allocate is not None:
+                images = torch.stack(list(images), out=allocate(len(images), images[0]))
+            return Mixed(images, texts, None, None, extra)
+        mixed = mix_batch(self.config, images, texts, self.generator, info=info,
                           layout=self.layout(texts), allocate=allocate, previous=self.previous,
                           extra=extra)
         if mixed.kept is not None:

@@ -18,7 +18,7 @@ from torch import Tensor
 from mixgen import tokens
 from mixgen.checks import check_partners
 from mixgen.config import MULTI_CAPTIONS, check_choice
-from mixgen.params import MixGenInfo, to_device
+from mixgen.info import MixGenInfo
 
 Captions = Sequence | Tensor | Mapping
 
@@ -48,6 +48,7 @@ def mix_texts(texts: Captions, info: MixGenInfo, *, op: str | None = None, sep: 
     """
     check_op("text_op", op, info)
     check_choice("multi_caption", multi_caption, MULTI_CAPTIONS)
+    check_partners(info, partners)
     rows = caption_rows(texts, info, sep=sep, multi_caption=multi_caption, layout=layout,
                         partners=partners)
     return place_captions(texts, rows, info, inplace=inplace)
@@ -65,6 +66,7 @@ def mix_token_texts(texts: Tensor | Mapping, info: MixGenInfo, *, layout: tokens
     ``partners`` as in :func:`mix_texts`.
     """
     check_op("text_op", op, info)
+    check_partners(info, partners)
     return place_captions(texts, token_rows(texts, info, layout, partners), info,
                           inplace=inplace)
 
@@ -73,8 +75,8 @@ def caption_rows(texts: Captions, info: MixGenInfo, *, sep: str, multi_caption: 
                  layout: tokens.TokenLayout | None,
                  partners: Captions | None = None) -> list | dict[str, Tensor]:
     """The M mixed captions, in pair order; nothing of ``texts`` is written. Partners are
-    read from ``partners`` when given (an info of ``pairing="previous"``), else ``texts``."""
-    check_partners(info, partners)
+    read from ``partners`` when given (an info of ``pairing="previous"``, whose partners
+    the caller checked), else ``texts``."""
     if isinstance(texts, (Tensor, Mapping)):
         ids = texts["input_ids"] if isinstance(texts, Mapping) else texts
         return token_rows(texts, info, layout or tokens.infer_layout(ids, sep), partners)
@@ -114,13 +116,14 @@ def _joined(first: str | Sequence[str], second: str | Sequence[str], sep: str,
 def token_rows(texts: Tensor | Mapping, info: MixGenInfo, layout: tokens.TokenLayout,
                partners: Tensor | Mapping | None = None) -> dict[str, Tensor]:
     """The M mixed rows of each token field, on the ids' device; partners read from
-    ``partners`` when given (the rows of an earlier batch), else from ``texts``."""
-    check_partners(info, partners)
-    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    ``partners`` when given (the rows of an earlier batch, checked by the caller), else
+    from ``texts``."""
+    fields = tokens.token_fields(texts)
     ids, mask = fields["input_ids"], fields.get("attention_mask")
-    source, partner = to_device(info.source, ids.device), to_device(info.partner, ids.device)
+    on_device = info.indices(ids.device)
+    source, partner = on_device.source, on_device.partner
     if partners is not None:  # one table: the batch's rows, then the partner rows
-        others = dict(partners) if isinstance(partners, Mapping) else {"input_ids": partners}
+        others = tokens.token_fields(partners)
         ids = torch.cat([ids, others["input_ids"]])
         mask = None if mask is None else torch.cat([mask, others["attention_mask"]])
         partner = partner + fields["input_ids"].shape[0]
@@ -128,8 +131,7 @@ def token_rows(texts: Tensor | Mapping, info: MixGenInfo, layout: tokens.TokenLa
     if info.text_op == "concat":
         new_ids, new_lengths = tokens.concat_ids(ids, lengths, source, partner, layout)
     else:
-        keep = to_device(info.keep_source_text, ids.device)
-        chosen = torch.where(keep, source, partner)
+        chosen = torch.where(on_device.keep_source_text, source, partner)
         new_ids, new_lengths = ids.index_select(0, chosen), lengths[chosen]
     rows = {"input_ids": new_ids}
     if mask is not None:
@@ -153,7 +155,7 @@ def place_captions(texts: Captions, rows: list | dict[str, Tensor], info: MixGen
                                        info.source.tolist(), rows, strict=True):
                 out[target] = caption
         return out
-    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    fields = tokens.token_fields(texts)
     out = {name: _place_rows(fields[name], new, info, inplace) for name, new in rows.items()}
     if not isinstance(texts, Mapping):
         return out["input_ids"]
@@ -164,4 +166,4 @@ def _place_rows(batch: Tensor, rows: Tensor, info: MixGenInfo, inplace: bool) ->
     if info.mode == "append":
         return torch.cat([batch, rows])
     out = batch if inplace else batch.clone()
-    return out.index_copy_(0, to_device(info.source, batch.device), rows)
+    return out.index_copy_(0, info.indices(batch.device).source, rows)

@@ -1,5 +1,6 @@
-"""Input checks: each raises ``TypeError``/``ValueError`` naming what is wrong, before
-anything is written.
+"""Input checks of the batch, its captions, and an info given for it: each raises
+``TypeError``/``ValueError`` naming what is wrong, before anything is written. An
+info's own consistency is checked where it is built (:mod:`mixgen.info`).
 
 They read shapes, dtypes, strides and devices, and values only where these are already on
 the host: reading a device tensor would wait for the device.
@@ -13,11 +14,52 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mixgen.config import IMAGE_OPS, MODES, PAIRINGS, TEXT_OPS, check_choice
-from mixgen.tokens import TOKEN_FIELDS
+from mixgen.info import MixGenInfo
+from mixgen.tokens import TOKEN_FIELDS, token_fields
 
 
 # ----------------------------------------------------------------------------- batches
+def check_batch(images: Tensor | Sequence[Tensor], texts: Any, *, samples: bool,
+                extra: Any = None, info: MixGenInfo | None = None, outside: bool = False,
+                partners: tuple[Any, Any] | None = None,
+                inplace: bool = False) -> tuple[int, tuple[int, int]]:
+    """Every check of one batch that can fail, in one place, before anything is drawn or
+    written: the images (a batch, or with ``samples`` a collate function's sample
+    tensors), one caption per image in ``texts`` and ``extra``, an ``info`` given to
+    replay (refused for ``outside`` pairings, whose partners are rows of an earlier
+    batch), the ``partners`` kept of that batch (``(images, texts)``), and with
+    ``inplace`` the writability of what is written. Returns the batch size and ``(H, W)``.
+    """
+    if samples:
+        check_samples(images)
+        size, image_size = len(images), tuple(images[0].shape[-2:])
+    else:  # shapes only: even a view of a row is an op, costly with cold caches
+        check_images(images)
+        size, image_size = images.shape[0], tuple(images.shape[-2:])
+    check_texts(texts, size)
+    if extra is not None:
+        check_texts(extra, size)
+        if outside:
+            raise ValueError("pairing='previous' mixes one form of captions: this batch keeps "
+                             "its captions twice (token ids and another key); drop one")
+    if info is not None and (outside or not info.partner_in_batch):
+        raise ValueError("an info of pairing='previous' cannot be replayed: its partners are "
+                         "rows of an earlier batch; MixGen with pairing='previous' draws "
+                         "its own pairs")
+    if partners is not None:
+        check_partners_fit(images, texts, *partners)
+    if info is not None:
+        check_info_fits(info, size, image_size)
+    if inplace:
+        check_writable("images", images)
+        for captions in (texts, extra):
+            for name, value in token_fields(captions).items():
+                if isinstance(value, Tensor):
+                    check_writable(f"texts[{name!r}]" if isinstance(captions, Mapping)
+                                   else "texts", value)
+    return size, image_size
+
+
 def check_images(images: object) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``images`` is a non-empty image batch."""
     if not isinstance(images, Tensor):
@@ -75,7 +117,7 @@ def check_texts(texts: object, batch_size: int) -> None:
 def check_token_texts(texts: object, batch_size: int) -> None:
     """Raise unless ``texts`` is a ``[B, L]`` integer id tensor or a dict of such tensors
     (``input_ids``, optional ``attention_mask`` and ``token_type_ids``)."""
-    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    fields = token_fields(texts)
     if "input_ids" not in fields:
         raise ValueError(f"texts is a dict without 'input_ids'; its keys are {sorted(fields)}")
     unknown = sorted(set(fields) - set(TOKEN_FIELDS))
@@ -117,7 +159,7 @@ def _row_kind(images: Tensor | Sequence[Tensor]) -> tuple:
 def _caption_kind(texts: Any) -> Any:
     if not isinstance(texts, (Tensor, Mapping)):
         return "strings"
-    fields = dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
+    fields = token_fields(texts)
     return {name: (value.shape[1], value.dtype, value.device) for name, value in fields.items()}
 
 
@@ -140,82 +182,7 @@ def check_writable(name: str, tensor: Tensor) -> None:
 
 
 # ----------------------------------------------------------------------------- infos
-def check_info_fields(info: Any) -> None:
-    """A :class:`~mixgen.params.MixGenInfo` is consistent in its types, lengths, ops and
-    devices (nothing read from a device)."""
-    size = info.batch_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise TypeError(f"info.batch_size must be an int >= 0, got {size!r}")
-    for name, choices in (("mode", MODES), ("pairing", PAIRINGS), ("image_op", IMAGE_OPS),
-                          ("text_op", TEXT_OPS)):
-        check_choice(f"info.{name}", getattr(info, name), choices)
-    for name in ("source", "partner", "lam"):
-        value = getattr(info, name)
-        if not isinstance(value, Tensor) or value.ndim != 1:
-            raise TypeError(f"info.{name} must be a 1-d tensor, got {_describe(value)}")
-    pairs = info.source.shape[0]
-    _check_field(info, "partner", (pairs,), "integer")
-    _check_field(info, "source", (pairs,), "integer")
-    _check_field(info, "lam", (pairs,), "floating")
-    _check_field(info, "boxes", (pairs, 4), "integer", required=info.image_op == "cutmix")
-    _check_field(info, "keep_source_text", (pairs,), "bool",
-                 required=info.text_op == "select")
-    _check_field(info, "caption_choice", (pairs, 2), "floating")
-    devices = {getattr(info, name).device for name in ("source", "partner", "lam",
-                                                       "boxes", "keep_source_text",
-                                                       "caption_choice")
-               if getattr(info, name) is not None}
-    if len(devices) > 1:
-        raise ValueError(f"info's tensors are on several devices: {sorted(map(str, devices))}")
-    if info.mode == "replace" and pairs > size:
-        raise ValueError(f"info has {pairs} pairs for a batch of {size} in replace mode: "
-                         f"each pair needs a row of its own")
-
-
-def _check_field(info: Any, name: str, shape: tuple[int, ...], kind: str, *,
-                 required: bool = False) -> None:
-    value = getattr(info, name)
-    if value is None:
-        if required:
-            op = "image_op='cutmix'" if name == "boxes" else "text_op='select'"
-            raise ValueError(f"info.{name} is None, but {op} needs it")
-        return
-    dtype_ok = {"integer": lambda t: not (t.is_floating_point() or t.is_complex()
-                                          or t.dtype == torch.bool),
-                "floating": Tensor.is_floating_point,
-                "bool": lambda t: t.dtype == torch.bool}[kind]
-    if not isinstance(value, Tensor) or tuple(value.shape) != shape or not dtype_ok(value):
-        article = {"integer": "an integer", "floating": "a floating point", "bool": "a bool"}
-        raise ValueError(f"info.{name} must be {article[kind]} tensor of shape {list(shape)} "
-                         f"(one entry per pair), got {_describe(value)}")
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor of shape {list(value.shape)}"
-    return type(value).__name__
-
-
-def check_info_values(info: Any, host: Any) -> None:
-    """The pairs of a host info are inside the batch (partners of ``pairing="previous"``:
-    rows >= 0 of the previous batch), and in replace mode no two write one row; lambdas
-    lie in [0, 1]."""
-    size = info.batch_size
-    inside = (*host.source, *host.partner) if info.partner_in_batch else host.source
-    outside = sorted({i for i in inside if not 0 <= i < size})
-    if outside:
-        raise ValueError(f"info has source or partner indices {outside} outside its batch "
-                         f"of {size}")
-    if not info.partner_in_batch and any(i < 0 for i in host.partner):
-        raise ValueError(f"info has negative partner indices {sorted(set(host.partner))}")
-    if info.mode == "replace" and len(set(host.source)) != len(host.source):
-        raise ValueError("info.source repeats a row: in replace mode two pairs would write "
-                         "one row")
-    if not all(0.0 <= lam <= 1.0 for lam in host.lam):
-        raise ValueError(f"info.lam must lie in [0, 1], got {host.lam}")
-
-
-def check_partners(info: Any, partners: Sequence | Tensor | Mapping | None) -> None:
+def check_partners(info: MixGenInfo, partners: Sequence | Tensor | Mapping | None) -> None:
     """Partners are read from ``partners`` (the rows of an earlier batch) exactly when the
     info's partners are outside its batch, and every partner index is one of its rows."""
     if info.partner_in_batch:
@@ -235,7 +202,7 @@ def check_partners(info: Any, partners: Sequence | Tensor | Mapping | None) -> N
                          f"has {rows} rows")
 
 
-def check_info_fits(info: Any, batch_size: int, image_size: tuple[int, int]) -> None:
+def check_info_fits(info: MixGenInfo, batch_size: int, image_size: tuple[int, int]) -> None:
     """A given info (a replay) describes this batch: its size, and its cutmix boxes lie
     inside the images (read when the boxes are on the host)."""
     if info.batch_size != batch_size:

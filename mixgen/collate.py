@@ -10,9 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate, get_worker_info
 
-from mixgen.batch import BatchMixer, caption_keys, rebuild
+from mixgen.batch import BatchMixer, caption_keys, rebuild, stack_ids
 from mixgen.config import MixGenConfig
-from mixgen.tokens import stack_ids
 
 
 class MixGenCollate:
@@ -31,6 +30,9 @@ class MixGenCollate:
     With ``pairing="previous"`` it keeps references to the first M samples and captions
     of the last batch it collated (in each worker its own), the partners of the next
     batch's first M rows; the first batch of each worker passes through unmixed.
+
+    ``collate.enabled = False`` switches mixing off, in running workers too (for example
+    for the last epochs): samples are collated unmixed, the info is None.
 
     Args:
         config: a :class:`~mixgen.MixGenConfig`; keyword options replace its values.
@@ -62,6 +64,17 @@ class MixGenCollate:
     @property
     def config(self) -> MixGenConfig:
         return self.mixer.config
+
+    @property
+    def enabled(self) -> bool:
+        """Whether batches are mixed; ``False`` collates them unmixed (info None), also
+        in the DataLoader workers this collate function was copied into (persistent ones
+        too)."""
+        return self.mixer.enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.mixer.enabled = on
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.config.summary()}, "

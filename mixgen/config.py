@@ -116,8 +116,8 @@ class MixGenConfig:
     def __post_init__(self) -> None:
         for name in ("pairing", "mode", "image_op", "text_op", "multi_caption"):
             check_choice(name, getattr(self, name), _choices(name))
-        _check_unit_interval("lam", self.lam)
-        _check_unit_interval("p", self.p)
+        check_unit_interval("lam", self.lam)
+        check_unit_interval("p", self.p)
         if self.alpha is not None:
             if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
                 raise TypeError(f"alpha must be a positive float or None, "
@@ -129,7 +129,7 @@ class MixGenConfig:
             raise ValueError("give either ratio or num_pairs, not both "
                              f"(got ratio={self.ratio}, num_pairs={self.num_pairs})")
         if self.ratio is not None:
-            _check_unit_interval("ratio", self.ratio)
+            check_unit_interval("ratio", self.ratio)
             limit = 0.5 if self.pairing == "first" else 1.0
             if self.ratio > limit:
                 raise ValueError(
@@ -155,9 +155,7 @@ class MixGenConfig:
         for name in ("inplace", "return_info"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
-        if self.inplace and self.mode == "append":
-            raise ValueError("inplace=True cannot be combined with mode='append': the batch "
-                             "grows, so a new tensor is returned")
+        check_inplace_mode(self.inplace, self.mode)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -239,17 +237,26 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
-def check_mixed_weight(value: object) -> None:
+def check_mixed_weight(value: object, name: str = "mixed_weight") -> None:
     """``mixed_weight`` (of :class:`~mixgen.losses.MixGenClipLoss`) is a finite float > 0
-    (0 would leave a batch of only mixed rows with no weight at all)."""
+    (0 would leave a batch of only mixed rows with no weight at all); errors name it
+    ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"mixed_weight must be a float > 0, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a float > 0, got {type(value).__name__}")
     if not 0.0 < value < float("inf"):
-        raise ValueError(f"mixed_weight must be a finite float > 0, got {value}")
+        raise ValueError(f"{name} must be a finite float > 0, got {value}")
 
 
-def _check_unit_interval(name: str, value: object) -> None:
+def check_unit_interval(name: str, value: object) -> None:
+    """``TypeError``/``ValueError`` naming ``name`` unless ``value`` is a float in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def check_inplace_mode(inplace: bool, mode: str) -> None:
+    """``inplace`` writes into the caller's batch, which ``append`` mode cannot: it grows."""
+    if inplace and mode == "append":
+        raise ValueError("inplace=True cannot be combined with mode='append': the batch "
+                         "grows, so a new tensor is returned")

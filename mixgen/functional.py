@@ -1,6 +1,6 @@
 """Pure MixGen kernels: no randomness, no classes, no I/O.
 
-Each kernel takes the batch and a :class:`~mixgen.params.MixGenInfo` and mixes it as the
+Each kernel takes the batch and a :class:`~mixgen.MixGenInfo` and mixes it as the
 info says, reading its indices (never its ``pairing`` label) and never a value from the
 images' device: what it needs to read (row numbers, lambdas, boxes) is on the host, and
 is copied to the device without waiting for it. ``channels_last`` is kept, and any
@@ -46,7 +46,9 @@ from torch import Tensor
 from mixgen import uint8
 from mixgen.captions import check_op, mix_texts, mix_token_texts
 from mixgen.checks import check_images, check_partners, check_texts, check_token_texts
-from mixgen.params import HostRows, MixGenInfo, sample_pairs, to_device
+from mixgen.config import check_inplace_mode, check_unit_interval
+from mixgen.draw import sample_pairs
+from mixgen.info import HostRows, MixGenInfo, to_device
 
 __all__ = ["append_rows", "blend", "check_images", "check_texts", "check_token_texts",
            "concat_rows", "cutmix_rows", "mix_images", "mix_texts", "mix_token_texts",
@@ -107,19 +109,21 @@ def concat_rows(a: Tensor, b: Tensor, lam: Tensor) -> Tensor:
 
 
 def mix_images(images: Tensor, info: MixGenInfo, *, op: str | None = None,
-               inplace: bool = False, partners: Tensor | None = None) -> Tensor:
+               inplace: bool = False, partners: Tensor | None = None,
+               check: bool = True) -> Tensor:
     """The image batch with each pair of ``info`` mixed by ``info.image_op``.
 
     Partners are always read from the original batch, never from a row already mixed,
     or, for an info of ``pairing="previous"``, from ``partners`` (rows of an earlier
     batch). ``replace`` mode writes the mixed rows over their sources (into ``images``
     itself when ``inplace``); ``append`` mode returns ``B + M`` rows, originals first.
-    ``op``, if given, must be ``info.image_op``.
+    ``op``, if given, must be ``info.image_op``. ``check=False``: the caller checked the
+    partners and options (the batch path, once per batch).
     """
-    check_op("image_op", op, info)
-    check_partners(info, partners)
-    if inplace and info.mode == "append":
-        raise ValueError("inplace=True cannot be combined with mode='append': the batch grows")
+    if check:
+        check_op("image_op", op, info)
+        check_partners(info, partners)
+        check_inplace_mode(inplace, info.mode)
     out = _output_batch(images, info, inplace)
     if not info.applied:
         return out
@@ -140,8 +144,7 @@ def _place_gathered(images: Tensor, info: MixGenInfo, out: Tensor,
     """Gather the pairs, mix them, write the rows at their targets in ``out`` (which may
     be ``images``: every partner is read before any row is written). Partners come from
     ``partners`` when given, else from ``images``."""
-    source, partner, target = (to_device(t, images.device)
-                               for t in (info.source, info.partner, info.target))
+    source, partner, target, _ = info.indices(images.device)
     others = images if partners is None else partners
     a, b = images.index_select(0, source), others.index_select(0, partner)
     if info.image_op == "mixup":
@@ -228,16 +231,17 @@ def new_batch_like(images: Tensor, rows: int) -> Tensor:
 
 
 def stack_mixed(samples: Sequence[Tensor], info: MixGenInfo, out: Tensor,
-                partners: Sequence[Tensor] | None = None) -> Tensor:
+                partners: Sequence[Tensor] | None = None, *, check: bool = True) -> Tensor:
     """Collate and mix in one pass: write ``samples`` and their mixes into ``out``.
 
     ``out`` has ``info.output_size`` rows. For mixup each run of unmixed rows is stacked
     in one call, as ``default_collate`` does, and each mixed row is blended straight from
     the two samples, so the batch is written exactly once; other ops stack the samples,
     then mix the pairs into ``out``. ``partners``: the samples of an earlier batch that
-    an info of ``pairing="previous"`` pairs with.
+    an info of ``pairing="previous"`` pairs with; ``check`` as in :func:`mix_images`.
     """
-    check_partners(info, partners)
+    if check:
+        check_partners(info, partners)
     host, batch = info.host or info.to("cpu").host, info.batch_size
     if info.image_op != "mixup":
         torch.stack(list(samples), out=out[:batch])
@@ -261,8 +265,7 @@ def append_rows(value: object, info: MixGenInfo) -> object:
     if info.mode != "append":
         return value
     if isinstance(value, Tensor) and value.ndim and value.shape[0] == info.batch_size:
-        source = to_device(info.source, value.device)
-        return torch.cat([value, value.index_select(0, source)])
+        return torch.cat([value, value.index_select(0, info.indices(value.device).source)])
     if isinstance(value, (list, tuple)) and len(value) == info.batch_size:
         return type(value)([*value, *(value[i] for i in info.source.tolist())])
     return value
@@ -280,8 +283,7 @@ def mixgen(images: Tensor, texts: Sequence[str], num_pairs: int | None = None,
     if not 0 <= count <= batch // 2:
         raise ValueError(f"num_pairs must be in [0, {batch // 2}] for a batch of {batch}, "
                          f"got {count}")
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    check_unit_interval("lam", lam)
     source, partner = sample_pairs(batch, count, "first")
     info = MixGenInfo(batch_size=batch, mode="replace", pairing="first", source=source,
                       partner=partner, lam=torch.full((count,), float(lam)))

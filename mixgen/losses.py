@@ -3,7 +3,7 @@
 With MixGen's default the partner ``j`` of a mixed pair stays in the batch, so plain CLIP
 counts the mixed image against caption ``j`` (and image ``j`` against the mixed caption)
 as negatives, although they partly match. :class:`MixGenClipLoss` is open_clip's
-``ClipLoss`` with targets built from the :class:`~mixgen.params.MixGenInfo` that
+``ClipLoss`` with targets built from the :class:`~mixgen.MixGenInfo` that
 ``MixGen(return_info=True)`` returns.
 
 The targets come from an affinity matrix ``A`` of one rank's output batch, ``A[r, c]``
@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from mixgen.config import LOSS_TARGETS, check_choice, check_mixed_weight
-from mixgen.params import MixGenInfo
+from mixgen.info import MixGenInfo
 
 
 def affinity(info: MixGenInfo, *, dtype: torch.dtype = torch.float32,

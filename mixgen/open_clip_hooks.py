@@ -2,7 +2,8 @@
 
 - :class:`MixGenTraining` wraps open_clip_train's ``get_data`` and ``create_loss``: the
   training loader mixes in its workers (``MixGenCollate`` for CSV and synthetic data, a
-  stage after ``.batched()`` for webdataset) and returns ``(images, texts, info)``;
+  ``mixgen.wds`` stage after ``.batched()`` for webdataset), switched off from
+  ``--mixgen-off-epoch`` on and returns ``(images, texts, info)``;
   :class:`InfoLoader` hands ``(images, texts)`` to ``train_one_epoch`` and the info to
   :class:`InfoFedClipLoss`, which scores exactly that batch.
 - :class:`CpuDistributedDataParallel` lets open_clip_train's ``DistributedDataParallel(model,
@@ -14,9 +15,9 @@ them from this module, also when that one runs as ``__main__``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
-from multiprocessing import Value
 from typing import Any
 
 import torch
@@ -25,10 +26,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from webdataset import DataPipeline
 
+import mixgen.wds
+from mixgen.batch import BatchMixer
 from mixgen.collate import MixGenCollate
+from mixgen.info import MixGenInfo
 from mixgen.losses import MixGenClipLoss
-from mixgen.params import MixGenInfo
-from mixgen.transform import MixGen
+from mixgen.train_options import TrainOptions
 
 
 class UnsupportedInternalsError(RuntimeError):
@@ -94,46 +97,22 @@ class InfoFedClipLoss(MixGenClipLoss):
                                mixgen_info=self.infos.take())
 
 
-class MixingCollate:
-    """``MixGenCollate`` while the shared switch is on, else the loader's own collate;
-    both return ``(images, texts, info)`` (info None when off)."""
-
-    def __init__(self, mix: MixGenCollate, plain: Callable, switch: Any) -> None:
-        self.mix, self.plain, self.switch = mix, plain, switch
-
-    def __call__(self, samples: list) -> tuple:
-        if self.switch.value:
-            return self.mix(samples)
-        return (*self.plain(samples), None)
-
-
-class MixingStage:
-    """A webdataset stage after ``.batched()``: ``MixGen`` while the switch is on; yields
-    ``(images, texts, info)`` (info None when off)."""
-
-    def __init__(self, mix: MixGen, switch: Any) -> None:
-        self.mix, self.switch = mix, switch
-
-    def __call__(self, batches: Iterator) -> Iterator[tuple]:
-        for batch in batches:
-            yield tuple(self.mix(batch)) if self.switch.value else (*batch, None)
-
-
 class InfoLoader:
     """The training loader as ``train_one_epoch`` expects it, ``(images, texts)`` batches,
     with every other attribute (``num_batches``, ``num_samples``...) the wrapped loader's.
 
-    Each ``iter()`` is one epoch: it sets the mixing switch and reseeds MixGen's generator
-    for that epoch before the loader starts its workers, and hands each batch's info to
-    the loss (``infos``; None when the loss is open_clip's own).
+    Each ``iter()`` is one epoch: it switches the mixer on or off (``--mixgen-off-epoch``;
+    the switch reaches running workers) and reseeds MixGen's generator for that epoch
+    before the loader starts its workers, and hands each batch's info to the loss
+    (``infos``; None when the loss is open_clip's own).
     """
 
-    def __init__(self, loader: Any, *, switch: Any, generator: torch.Generator,
+    def __init__(self, loader: Any, *, mixer: BatchMixer, generator: torch.Generator,
                  infos: _BatchInfos | None, args: Any, start_epoch: int,
-                 off_epoch: int | None) -> None:
-        self.loader, self.switch, self.generator, self.infos = loader, switch, generator, infos
+                 options: TrainOptions) -> None:
+        self.loader, self.mixer, self.generator, self.infos = loader, mixer, generator, infos
         self.seed, self.rank = args.seed, args.rank
-        self.epoch, self.off_epoch = start_epoch, off_epoch
+        self.epoch, self.options = start_epoch, options
 
     def __getattr__(self, name: str) -> Any:
         if name == "loader":
@@ -145,7 +124,7 @@ class InfoLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        self.switch.value = self.off_epoch is None or epoch < self.off_epoch
+        self.mixer.enabled = self.options.mixing(epoch)
         self.generator.manual_seed(epoch_seed(self.seed, self.rank, epoch))
         scored_before = self.infos.scored if self.infos is not None else 0
         batches = pairs = 0
@@ -165,17 +144,12 @@ class MixGenTraining:
     """What ``--mixgen`` changes in open_clip_train: ``get_data`` and ``create_loss``.
 
     Args:
-        options: keyword options of :class:`~mixgen.MixGen`.
-        targets: None for open_clip's own loss, or ``MixGenClipLoss``'s targets.
-        off_epoch: no mixing from this (0-based) epoch on; None: mix in every epoch.
-        mixed_weight: ``MixGenClipLoss``'s weight of a mixed row (with ``targets``).
+        options: the run's :class:`~mixgen.train_options.TrainOptions`.
     """
 
-    def __init__(self, options: dict[str, Any], *, targets: str | None,
-                 off_epoch: int | None, mixed_weight: float = 1.0) -> None:
-        self.options, self.targets, self.off_epoch = options, targets, off_epoch
-        self.mixed_weight = mixed_weight
-        self.infos = _BatchInfos() if targets is not None else None
+    def __init__(self, options: TrainOptions) -> None:
+        self.options = options
+        self.infos = _BatchInfos() if options.targets is not None else None
 
     def get_data(self, original: Callable) -> Callable:
         """``get_data`` whose training loader mixes its batches."""
@@ -196,10 +170,11 @@ class MixGenTraining:
         def create_loss(args: Any) -> Any:
             loss = original(args)
             if type(loss) is not ClipLoss:
-                raise ValueError(f"--mixgen-loss {self.targets} replaces open_clip's ClipLoss, "
-                                 f"but this run uses {type(loss).__name__}: use --mixgen-loss "
-                                 f"clip with --siglip, CoCa models or distillation")
-            return InfoFedClipLoss(self.infos, self.targets, self.mixed_weight,
+                raise ValueError(f"--mixgen-loss {self.options.loss} replaces open_clip's "
+                                 f"ClipLoss, but this run uses {type(loss).__name__}: use "
+                                 f"--mixgen-loss clip with --siglip, CoCa models or "
+                                 f"distillation")
+            return InfoFedClipLoss(self.infos, self.options.targets, self.options.mixed_weight,
                                    local_loss=loss.local_loss,
                                    gather_with_grad=loss.gather_with_grad,
                                    cache_labels=loss.cache_labels, rank=loss.rank,
@@ -210,22 +185,21 @@ class MixGenTraining:
     def mixing_loader(self, loader: Any, args: Any, start_epoch: int,
                       tokenizer: Any) -> InfoLoader:
         """``loader`` mixing in its workers, wrapped in an :class:`InfoLoader`."""
-        switch = Value("b", 1, lock=False)  # shared with the workers, set every epoch
         generator = torch.Generator()
-        options = dict(self.options, generator=generator, tokenizer=tokenizer,
-                       return_info=True)
+        config = dataclasses.replace(self.options.config, return_info=True)
         torch_loader = loader if isinstance(loader, DataLoader) else _first_stage(loader)
         if isinstance(torch_loader, DataLoader) and isinstance(torch_loader.dataset,
                                                                DataPipeline):
-            torch_loader.dataset.append(MixingStage(MixGen(**options), switch))
+            mixer = BatchMixer(config, generator, tokenizer)
+            torch_loader.dataset.append(mixgen.wds.stage(mixer))
         elif isinstance(torch_loader, DataLoader) and torch_loader.batch_size is not None:
-            torch_loader.collate_fn = MixingCollate(MixGenCollate(**options),
-                                                    torch_loader.collate_fn, switch)
+            collate = MixGenCollate(config, generator=generator, tokenizer=tokenizer)
+            torch_loader.collate_fn, mixer = collate, collate.mixer
         else:
             raise UnsupportedInternalsError(f"the training loader is a {type(loader).__name__} "
-                                       f"that MixGen cannot reach into")
-        return InfoLoader(loader, switch=switch, generator=generator, infos=self.infos,
-                          args=args, start_epoch=start_epoch, off_epoch=self.off_epoch)
+                                            f"that MixGen cannot reach into")
+        return InfoLoader(loader, mixer=mixer, generator=generator, infos=self.infos,
+                          args=args, start_epoch=start_epoch, options=self.options)
 
 
 def _first_stage(loader: Any) -> Any:

@@ -9,7 +9,8 @@ stay plain open_clip checkpoints.
 
 MixGen reaches into open_clip_train only through the attributes named in :data:`HOOKS`,
 checked against the installed version before training starts. Importing this module
-registers the model configs ``mixgen-tiny`` and ``mixgen-small`` with open_clip.
+registers the model configs ``mixgen-tiny`` and ``mixgen-small`` with open_clip
+(:func:`register_model_configs`, which other tools call).
 
 Bad input ends in one line on stderr and exit status 2 (argparse's): bad flags, and the
 input files checked before training by :mod:`mixgen.open_clip_inputs` (:class:`InputError`,
@@ -41,7 +42,6 @@ except ImportError as error:
     raise ImportError("mixgen.open_clip_train needs open_clip_train: "
                       "pip install 'mixgen[train]'") from error
 
-from mixgen.config import MixGenConfig, check_mixed_weight
 from mixgen.open_clip_hooks import (
     CpuDistributedDataParallel,
     MixGenTraining,
@@ -55,15 +55,23 @@ from mixgen.open_clip_inputs import (
     shard_list,
     undecodable_image,
 )
+from mixgen.train_options import TrainOptions
 
 __all__ = ["HOOKS", "MODEL_CONFIGS", "InputError", "check_pretrained", "main", "mixgen_parser",
-           "read_csv", "shard_list"]
+           "read_csv", "register_model_configs", "shard_list"]
 
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
-open_clip.add_model_config(MODEL_CONFIGS)
+
+
+def register_model_configs() -> None:
+    """Make the model configs ``mixgen-tiny`` and ``mixgen-small`` (:data:`MODEL_CONFIGS`)
+    known to open_clip by name; calling it again changes nothing."""
+    open_clip.add_model_config(MODEL_CONFIGS)
+
+
+register_model_configs()  # the trainer's command line takes them by name
 
 TESTED_OPEN_CLIP = ("3.3.0",)
-LOSSES = ("clip", "soft", "mask")
 
 HOOKS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # (module, attribute, leading parameters it must have)
@@ -81,32 +89,19 @@ the mixing loader, ``DistributedDataParallel`` by one that also runs on CPU."""
 
 
 def mixgen_parser() -> argparse.ArgumentParser:
-    """The MixGen flags: ``--mixgen``, one flag per option of :class:`~mixgen.MixGenConfig`
-    (generated from its fields, with its defaults), the loss and the off epoch; every
-    other flag goes to open_clip_train."""
+    """The MixGen flags: ``--mixgen``, and one flag per option of
+    :class:`~mixgen.train_options.TrainOptions` (generated from it, with its defaults: the
+    augmentation, the loss, the mixed weight and the off epoch); every other flag goes to
+    open_clip_train."""
     parser = argparse.ArgumentParser(prog="python -m mixgen.open_clip_train", add_help=False,
                                      allow_abbrev=False,
                                      description="open_clip_train with MixGen; every "
                                      "open_clip_train flag is accepted as well.")
     flags = parser.add_argument_group("MixGen")
-    add = flags.add_argument
-    add("--mixgen", action="store_true",
-        help="mix pairs inside each training batch (off: plain open_clip_train)")
-    MixGenConfig.add_arguments(flags, prefix="mixgen-")  # --mixgen-lam, ..., from the config
-    add("--mixgen-loss", choices=LOSSES, default="clip",
-        help="clip: open_clip's loss; soft / mask: MixGenClipLoss, which gives a mixed pair's "
-             "partner a share of the target (soft) or leaves it out of the softmax (mask)")
-    add("--mixgen-mixed-weight", type=float, default=1.0, metavar="W",
-        help="weight of a mixed pair's row in the loss's mean over rows (MixGenClipLoss "
-             "mixed_weight; 1: every row the same)")
-    add("--mixgen-off-epoch", type=int, default=None, metavar="N",
-        help="no mixing from epoch N on (0-based, like open_clip's epochs)")
+    flags.add_argument("--mixgen", action="store_true",
+                       help="mix pairs inside each training batch (off: plain open_clip_train)")
+    TrainOptions.add_arguments(flags)  # --mixgen-lam, ..., --mixgen-loss, --mixgen-off-epoch
     return parser
-
-
-def mixgen_options(options: argparse.Namespace) -> dict[str, Any]:
-    """``MixGen``'s keyword options from the parsed MixGen flags."""
-    return MixGenConfig.namespace_options(options, prefix="mixgen-")
 
 
 def check_hooks() -> None:
@@ -129,37 +124,25 @@ def _refuse(reason: str) -> None:
 
 
 def _check(parser: argparse.ArgumentParser, options: argparse.Namespace,
-           train_args: argparse.Namespace) -> None:
-    """One-line errors for MixGen flags that cannot work together or with this run."""
+           train_args: argparse.Namespace) -> TrainOptions | None:
+    """The run's :class:`TrainOptions` (None without ``--mixgen``); one-line errors for
+    MixGen flags that cannot work together or with this run."""
     given = [dest for dest, value in vars(options).items()
              if dest != "mixgen" and value != parser.get_default(dest)]
     if not options.mixgen:
         if given:
             parser.error(f"--{given[0].replace('_', '-')} needs --mixgen")
-        return
+        return None
     try:
-        MixGenConfig(**mixgen_options(options))
+        train_options = TrainOptions.from_namespace(options)
     except (TypeError, ValueError) as error:
         parser.error(f"--mixgen: {error}")
-    if options.mixgen_off_epoch is not None and options.mixgen_off_epoch < 0:
-        parser.error(f"--mixgen-off-epoch must be >= 0, got {options.mixgen_off_epoch}")
-    try:
-        check_mixed_weight(options.mixgen_mixed_weight)
-    except ValueError as error:
-        parser.error(f"--mixgen-{str(error).replace('_', '-')}")
-    if loss_targets(options) is not None and train_args.accum_freq > 1:
-        flag = (f"--mixgen-loss {options.mixgen_loss}" if options.mixgen_loss != "clip"
-                else f"--mixgen-mixed-weight {options.mixgen_mixed_weight}")
+    if train_options.targets is not None and train_args.accum_freq > 1:
+        flag = (f"--mixgen-loss {train_options.loss}" if train_options.loss != "clip"
+                else f"--mixgen-mixed-weight {train_options.mixed_weight}")
         parser.error(f"{flag} needs --accum-freq 1: with gradient accumulation "
                      f"open_clip_train scores several batches at once")
-
-
-def loss_targets(options: argparse.Namespace) -> str | None:
-    """``MixGenClipLoss``'s targets for these flags, or None for open_clip's own loss
-    (``--mixgen-loss clip`` with every row weighing the same)."""
-    if options.mixgen_loss != "clip":
-        return options.mixgen_loss
-    return "onehot" if options.mixgen_mixed_weight != 1.0 else None
+    return train_options
 
 
 @contextlib.contextmanager
@@ -183,21 +166,19 @@ def main(argv: list[str] | None = None) -> None:
         parser.print_help()
     options, train_argv = parser.parse_known_args(argv)
     train_args = open_clip_train.params.parse_args(train_argv)  # its errors come first
-    _check(parser, options, train_args)
+    train_options = _check(parser, options, train_args)
     try:
         check_run_inputs(train_args)
     except InputError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     replacements: list[tuple[Any, str, Any]] = [
         (torch.nn.parallel, "DistributedDataParallel", CpuDistributedDataParallel)]
-    if options.mixgen:
+    if train_options is not None:
         check_hooks()
-        training = MixGenTraining(mixgen_options(options), off_epoch=options.mixgen_off_epoch,
-                                  targets=loss_targets(options),
-                                  mixed_weight=options.mixgen_mixed_weight)
+        training = MixGenTraining(train_options)
         train_main = open_clip_train.main
         replacements.append((train_main, "get_data", training.get_data(train_main.get_data)))
-        if training.targets is not None:
+        if train_options.targets is not None:
             replacements.append((train_main, "create_loss",
                                  training.create_loss(train_main.create_loss)))
     with _patched(replacements):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,11 @@ OPEN_CLIP_END = 49407
 SIDES = ("right", "left")
 TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 """The token fields of a Hugging Face encoding that MixGen rebuilds for joined captions."""
+
+
+def token_fields(texts: Any) -> dict[str, Any]:
+    """The fields of token-id captions by name: a dict's own, or ``{"input_ids": ids}``."""
+    return dict(texts) if isinstance(texts, Mapping) else {"input_ids": texts}
 
 
 @dataclass(frozen=True)
@@ -282,21 +287,6 @@ def _join_runs(len_a: int, len_b: int, keep: int, source: int, partner: int,
                at_pad - length - shift]                      # padding after
     steps = [after - before for before, after in itertools.pairwise(offsets)]
     return [*starts, offsets[0], *steps, length]
-
-
-def stack_ids(rows: Any, name: str) -> Tensor:
-    """A token field of a batch as a ``[B, L]`` tensor: a tensor as it is, or the rows of a
-    collate function's samples or a data set's column (tensors, or lists of ints, as a
-    tokenizer without ``return_tensors`` makes them) stacked; they must have one length."""
-    if isinstance(rows, Tensor):
-        return rows
-    lengths = sorted({len(row) for row in rows})
-    if len(lengths) > 1:
-        raise ValueError(f"the rows of {name!r} have different lengths {lengths}: tokenize "
-                         f"with padding='max_length' so they stack")
-    if rows and all(isinstance(row, Tensor) for row in rows):
-        return torch.stack(list(rows))
-    return torch.as_tensor([list(row) for row in rows])
 
 
 def attention_mask(lengths: Tensor, width: int, layout: TokenLayout,

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from mixgen.batch import BatchMixer
 from mixgen.config import MixGenConfig
-from mixgen.params import MixGenInfo
+from mixgen.info import MixGenInfo
 from mixgen.tokens import TokenLayout
 
 _OPTIONS = frozenset(f.name for f in dataclasses.fields(MixGenConfig))
@@ -42,6 +42,10 @@ class MixGen(nn.Module):
     batch. The first batch (in each process and DataLoader worker) passes through with
     an info of zero pairs; a batch after a smaller one gets at most as many pairs as that
     one kept. The info's ``partner_in_batch`` is False; it cannot be replayed.
+
+    ``mix.enabled = False`` switches mixing off (like timm's ``mixup_enabled``): batches
+    pass through unmixed, nothing is drawn, the info is None; it reaches the DataLoader
+    workers the transform was copied into, persistent ones too.
 
     Args:
         config: a :class:`~mixgen.MixGenConfig`; keyword options (``lam``, ``alpha``,
@@ -91,6 +95,17 @@ class MixGen(nn.Module):
     @property
     def config(self) -> MixGenConfig:
         return self.mixer.config
+
+    @property
+    def enabled(self) -> bool:
+        """Whether batches are mixed; ``False`` passes them through unmixed (info None),
+        also in the DataLoader workers this transform was copied into (persistent ones
+        too)."""
+        return self.mixer.enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.mixer.enabled = on
 
     @property
     def generator(self) -> torch.Generator | None:

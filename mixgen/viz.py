@@ -18,7 +18,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from mixgen.checks import check_images, check_texts
-from mixgen.params import MixGenInfo
+from mixgen.info import MixGenInfo
 
 __all__ = ["caption_grid", "gallery", "to_uint8"]
 

@@ -15,9 +15,11 @@ picklable stage, so it travels into ``WebLoader`` workers with the rest of the p
 
 It takes a :class:`~mixgen.MixGenConfig` and/or every option of :class:`~mixgen.MixGen`
 (``tokenizer`` included, for batches of token ids) and webdataset's ``handler`` for
-batches MixGen rejects. It works with webdataset 0.2.86 (open_clip_train's) and 1.x.
-With ``pairing="previous"`` the stage pairs each batch with the previous batch of its
-own worker (the pipeline, and the stage's state, is copied into each worker).
+batches MixGen rejects; :func:`stage` makes the stage of a
+:class:`~mixgen.batch.BatchMixer` you hold (its ``enabled`` switch). It works with
+webdataset 0.2.86 (open_clip_train's) and 1.x. With ``pairing="previous"`` the stage
+pairs each batch with the previous batch of its own worker (the pipeline, and the
+stage's state, is copied into each worker).
 Needs ``webdataset`` (``pip install mixgen[wds]``); ``import mixgen`` does not import it.
 """
 
@@ -31,15 +33,17 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("mixgen.wds needs webdataset: pip install 'mixgen[wds]'") from error
 
+import torch
+
+from mixgen.batch import BatchMixer
 from mixgen.config import MixGenConfig
-from mixgen.transform import MixGen
 
-__all__ = ["mixgen"]
+__all__ = ["mixgen", "stage"]
 
 
-def _mix_batches(data: Iterable[Any], mix: MixGen,
+def _mix_batches(data: Iterable[Any], mixer: BatchMixer,
                  handler: Callable[[Exception], bool] = reraise_exception) -> Iterator[Any]:
-    """Mix every batch of ``data`` (lists or dicts from ``batched``) with ``mix``.
+    """Mix every batch of ``data`` (lists or dicts from ``batched``) with ``mixer``.
 
     A batch that raises is passed to ``handler``, webdataset's convention: it is skipped
     when the handler returns True (``warn_and_continue``, ``ignore_and_continue``), and
@@ -47,7 +51,7 @@ def _mix_batches(data: Iterable[Any], mix: MixGen,
     """
     for batch in data:
         try:
-            mixed = mix(batch)
+            mixed = mixer(batch)
         except Exception as error:
             if handler(error):
                 continue
@@ -60,8 +64,9 @@ _mix_stage = pipelinefilter(_mix_batches)
 
 def mixgen(config: MixGenConfig | None = None, /, *,
            handler: Callable[[Exception], bool] = reraise_exception,
+           generator: torch.Generator | None = None, tokenizer: Any = None,
            **options: Any) -> Callable[[Iterable[Any]], Iterator[Any]]:
-    """A webdataset stage that applies ``MixGen(config, **options)`` to every batch.
+    """A webdataset stage that mixes every batch as ``MixGen(config, **options)`` does.
 
     The options are checked here, when the pipeline is built, not in the workers.
 
@@ -70,8 +75,9 @@ def mixgen(config: MixGenConfig | None = None, /, *,
         handler: webdataset's error handler, called with a batch's error: the batch is
             skipped when it returns True (``wds.warn_and_continue``), the stage stops when
             it returns False, and the default re-raises.
-        **options: every other option of :class:`~mixgen.MixGen`, ``tokenizer`` and
-            ``generator`` included.
+        generator: a CPU ``torch.Generator``, as in :class:`~mixgen.MixGen`.
+        tokenizer: the tokenizer of token-id captions, as in :class:`~mixgen.MixGen`.
+        **options: every other option of :class:`~mixgen.MixGen`.
 
     Example:
         >>> import torch
@@ -81,4 +87,13 @@ def mixgen(config: MixGenConfig | None = None, /, *,
         >>> [texts for _, texts in stage(iter(batches))]
         [['a c', 'b d', 'c', 'd']]
     """
-    return _mix_stage(MixGen(config, **options), handler=handler)
+    return stage(BatchMixer(MixGenConfig.resolve(config, options), generator, tokenizer),
+                 handler=handler)
+
+
+def stage(mixer: BatchMixer, *, handler: Callable[[Exception], bool] = reraise_exception
+          ) -> Callable[[Iterable[Any]], Iterator[Any]]:
+    """The stage of a :class:`~mixgen.batch.BatchMixer` that the caller keeps, for
+    example to switch mixing off with ``mixer.enabled = False`` (which reaches the
+    workers the pipeline was copied into); ``handler`` as in :func:`mixgen`."""
+    return _mix_stage(mixer, handler=handler)

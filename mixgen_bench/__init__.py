@@ -12,5 +12,7 @@ the ``bench`` extra, and built on mixgen's public API and ``mixgen.open_clip_tra
   ``benchmarks/study_v2/``;
 - ``data`` and ``digits``: procedural image-caption sets; ``readers``: CSV, webdataset
   and Karpathy-JSON readers;
-- ``metrics``: retrieval metrics and paired statistics.
+- ``metrics``: retrieval metrics and paired statistics; ``reference``: the paper's
+  published loops, which the tests check the library against; ``speed``: the timing
+  tools and inputs of the speed benchmarks in ``benchmarks/``.
 """

@@ -13,7 +13,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from mixgen.open_clip_train import InputError
+from mixgen.open_clip_inputs import InputError
 
 
 class UsageError(InputError):

@@ -1,10 +1,10 @@
 """The model every run trains, and the retrieval evaluation of a checkpoint.
 
 Runs name their model the way ``mixgen.open_clip_train`` takes it: an open_clip model
-name (``mixgen-tiny`` and ``mixgen-small`` are registered by importing
-``mixgen.open_clip_train``), or, for the MiniLM text tower, ``local-dir:FOLDER`` holding an
-``open_clip_config.json`` the harness writes. The same name builds the model again here to
-load a run's final checkpoint and evaluate it.
+name (``mixgen-tiny`` and ``mixgen-small``, registered here by
+``mixgen.open_clip_train.register_model_configs``), or, for the MiniLM text tower,
+``local-dir:FOLDER`` holding an ``open_clip_config.json`` the harness writes. The same
+name builds the model again here to load a run's final checkpoint and evaluate it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 import open_clip
 import torch
 
-import mixgen.open_clip_train
+from mixgen.open_clip_inputs import check_pretrained as check_trainer_pretrained
+from mixgen.open_clip_train import register_model_configs
 from mixgen_bench.data import ImagePairs
 from mixgen_bench.errors import UsageError
 from mixgen_bench.metrics import retrieval_metrics
@@ -26,6 +27,7 @@ from mixgen_bench.metrics import retrieval_metrics
 LOCAL_DIR = "local-dir:"
 PRETRAINED_FILE = "open_clip_pytorch_model.bin"
 """The weights file open_clip looks for in a ``local-dir:`` folder."""
+register_model_configs()  # mixgen-tiny and mixgen-small, by name
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt")
 """The MiniLM tokenizer's files; open_clip reads a ``local-dir:`` model's from its folder."""
@@ -74,7 +76,7 @@ def check_pretrained(name: str, options: argparse.Namespace) -> None:
     ``weights_only=True``, or whose tensors do not fit the model ``name`` (the trainer's
     check), before any run starts."""
     if options.pretrained is not None:
-        mixgen.open_clip_train.check_pretrained(
+        check_trainer_pretrained(
             options.pretrained, name, force_image_size=options.image_size,
             force_context_length=options.context_length)
 

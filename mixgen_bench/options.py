@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from mixgen import MixGenConfig
-from mixgen.config import check_mixed_weight
+from mixgen.train_options import LOSSES, TrainOptions
 from mixgen_bench.errors import UsageError
 from mixgen_bench.selection import SELECT
 
 MIXGEN_OPTIONS = MixGenConfig.flag_fields()
 """MixGen's options an arm may set; each is the trainer flag ``--mixgen-<name>``."""
 PROG = "mixgen-clip-retrieval"
-LOSS_TARGETS = ("soft", "mask")
+LOSS_TARGETS = tuple(loss for loss in LOSSES if loss != "clip")
 """``mixgen.losses.MixGenClipLoss`` targets (the trainer's ``--mixgen-loss``); an arm
 without one trains with open_clip's ``ClipLoss``."""
 
@@ -53,41 +53,30 @@ class Arm:
     def validate(self) -> None:
         """Refuse bad MixGen options now, not after hours of training (``ValueError`` or
         ``TypeError`` naming the option)."""
+        self.train_options()
+
+    def train_options(self) -> TrainOptions | None:
+        """The arm's :class:`~mixgen.train_options.TrainOptions` (None: no MixGen),
+        checked."""
         if self.mixgen is None:
             if (self.off_epoch, self.loss_targets, self.mixed_weight) != (None, None, None):
                 raise ValueError("off_epoch, loss_targets or mixed_weight set without MixGen "
                                  "options")
-            return
+            return None
         unknown = set(self.mixgen) - set(MIXGEN_OPTIONS)
         if unknown:
             raise ValueError(f"unknown MixGen options {sorted(unknown)}; "
                              f"known: {', '.join(MIXGEN_OPTIONS)}")
-        if self.off_epoch is not None and (isinstance(self.off_epoch, bool) or not
-                                           isinstance(self.off_epoch, int) or self.off_epoch < 0):
-            raise ValueError(f"off_epoch (--mixgen-off-epoch) must be an int >= 0, "
-                             f"got {self.off_epoch!r}")
-        if self.loss_targets is not None and self.loss_targets not in LOSS_TARGETS:
-            raise ValueError(f"loss_targets must be one of {LOSS_TARGETS}, "
-                             f"got {self.loss_targets!r}")
-        if self.mixed_weight is not None:
-            check_mixed_weight(self.mixed_weight)
-        MixGenConfig(**self.mixgen)
+        defaults = TrainOptions()
+        return TrainOptions(MixGenConfig(**self.mixgen), loss=self.loss_targets or defaults.loss,
+                            mixed_weight=(defaults.mixed_weight if self.mixed_weight is None
+                                          else self.mixed_weight),
+                            off_epoch=self.off_epoch)
 
     def trainer_flags(self) -> list[str]:
         """The arm as ``mixgen.open_clip_train`` flags (none for a plain arm)."""
-        if self.mixgen is None:
-            return []
-        flags = ["--mixgen"]
-        for key, value in self.mixgen.items():
-            if value is not None:
-                flags += [f"--mixgen-{key.replace('_', '-')}", str(value)]
-        if self.off_epoch is not None:
-            flags += ["--mixgen-off-epoch", str(self.off_epoch)]
-        if self.loss_targets is not None:
-            flags += ["--mixgen-loss", self.loss_targets]
-        if self.mixed_weight is not None:
-            flags += ["--mixgen-mixed-weight", str(self.mixed_weight)]
-        return flags
+        options = self.train_options()
+        return [] if options is None else ["--mixgen", *options.to_argv()]
 
 
 def command_line_arms(options: argparse.Namespace) -> dict[str, Arm]:

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from mixgen.open_clip_train import read_csv, shard_list
+from mixgen.open_clip_inputs import read_csv, shard_list
 from mixgen_bench.data import ImagePairs
 from mixgen_bench.errors import UsageError
 

@@ -1,16 +1,19 @@
 """Shared test helpers: small batches, folders of generated image-caption pairs, and the
-reference code the library is checked against (the paper's published loops, and a plain
+reference code the library is checked against (the paper's published loops, from
+:mod:`mixgen_bench.reference`, which ``benchmarks/throughput.py`` times too, and a plain
 loop over an info's pairs).
-
-``benchmarks/throughput.py`` times the published loop from here too, so it exists once.
 """
 
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import torch
 from PIL import Image
+
+from mixgen_bench.reference import published_mixgen, published_mixgen_batch
+
+__all__ = ["captions", "image_batch", "published_mixgen", "published_mixgen_batch", "red_square",
+           "reference_mix", "write_pairs"]
 
 
 def captions(n: int) -> list[str]:
@@ -47,26 +50,6 @@ def write_pairs(folder: Path, count: int, *, csv: str = "pairs.csv", images: str
     path = folder / csv
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-def published_mixgen(image, text, num, lam=0.5):
-    """The paper's published default: the first ``num`` samples mixed with samples
-    ``num..2num-1``, in place (it mutates its arguments), one row at a time in Python."""
-    for i in range(num):
-        image[i, :] = lam * image[i, :] + (1 - lam) * image[i + num, :]
-        text[i] = text[i] + " " + text[i + num]
-    return image, text
-
-
-def published_mixgen_batch(image, text, num, lam=0.5):
-    """The paper's whole-batch variant: each sample mixed with ``permutation[i]``, in
-    place, reading partners that may already be mixed; ``num`` is ignored."""
-    batch_size = image.size(0)
-    index = np.random.permutation(batch_size)
-    for i in range(batch_size):
-        image[i, :] = lam * image[i, :] + (1 - lam) * image[index[i], :]
-        text[i] = text[i] + " " + text[index[i]]
-    return image, text
 
 
 def reference_mix(images, texts, info, sep=" "):

@@ -22,7 +22,9 @@ wds = pytest.importorskip("webdataset")
 
 train_params = pytest.importorskip("open_clip_train.params")
 
+from mixgen import MixGenConfig  # noqa: E402
 from mixgen import open_clip_train as mixgen_train  # noqa: E402  (needs open_clip)
+from mixgen.train_options import TrainOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "open_clip_train.md"
@@ -172,8 +174,8 @@ def test_worker_batches_are_mixed_as_their_info_says(dataset):
     args = train_params.parse_args(argv)
     args.rank, args.world_size, args.distributed = 0, 1, False
     _, preprocess, _ = open_clip.create_model_and_transforms("mixgen-tiny")
-    training = mixgen_train.MixGenTraining({"pairing": "permute"}, targets="soft",
-                                              off_epoch=None)
+    training = mixgen_train.MixGenTraining(TrainOptions(MixGenConfig(pairing="permute"),
+                                                        loss="soft"))
     get_data = training.get_data(train_main.get_data)
     data = get_data(args, (preprocess, preprocess), epoch=0,
                     tokenizer=open_clip.get_tokenizer("mixgen-tiny"))
@@ -306,13 +308,14 @@ def test_moved_internals_are_refused_before_training(monkeypatch, move):
      "--mixgen: give either ratio or num_pairs, not both"),
     (["--mixgen", "--mixgen-pairing", "nearest"], "--mixgen: pairing must be one of 'first'"),
     (["--mixgen-ratio", "0.5"], "--mixgen-ratio needs --mixgen"),
-    (["--mixgen", "--mixgen-off-epoch", "-1"], "--mixgen-off-epoch must be >= 0, got -1"),
+    (["--mixgen", "--mixgen-off-epoch", "-1"],
+     "--mixgen: off_epoch (--mixgen-off-epoch) must be an int >= 0, got -1"),
     (["--mixgen", "--mixgen-loss", "soft", "--accum-freq", "2"],
      "--mixgen-loss soft needs --accum-freq 1"),
     (["--mixgen", "--mixgen-mixed-weight", "0.5", "--accum-freq", "2"],
      "--mixgen-mixed-weight 0.5 needs --accum-freq 1"),
     (["--mixgen", "--mixgen-mixed-weight", "0"],
-     "--mixgen-mixed-weight must be a finite float > 0, got 0.0"),
+     "--mixgen: mixed_weight (--mixgen-mixed-weight) must be a finite float > 0, got 0.0"),
     (["--mixgen-mixed-weight", "0.5"], "--mixgen-mixed-weight needs --mixgen"),
 ])
 def test_bad_flags_are_refused_in_one_line(capsys, flags, message):
