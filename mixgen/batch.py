@@ -247,3 +247,25 @@ class BatchMixer:
         images, texts, extra = find(batch, self.config)
         mixed = self.mix(images, texts, info, extra=extra)
         return rebuild(batch, mixed.images, mixed.texts, mixed.info, self.config, mixed.extra)
+
+
+class MixerAdapter:
+    """What every adapter shares: its :class:`BatchMixer` (``self.mixer``), whose config it
+    shows and whose ``enabled`` switch it exposes."""
+
+    mixer: BatchMixer
+
+    @property
+    def config(self) -> MixGenConfig:
+        return self.mixer.config
+
+    @property
+    def enabled(self) -> bool:
+        """Whether batches are mixed; ``False`` passes them through unmixed (info None; a
+        collate function still collates), also in the DataLoader workers the adapter was
+        copied into (persistent ones too)."""
+        return self.mixer.enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.mixer.enabled = on

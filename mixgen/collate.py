@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate, get_worker_info
 
-from mixgen.batch import BatchMixer, caption_keys, rebuild, stack_ids
+from mixgen.batch import BatchMixer, MixerAdapter, caption_keys, rebuild, stack_ids
 from mixgen.config import MixGenConfig
 
 
-class MixGenCollate:
+class MixGenCollate(MixerAdapter):
     """Drop-in ``collate_fn``: collate ``(image, text, ...)`` or dict samples, then MixGen.
 
     Like timm's ``FastCollateMixup``, mixing happens in the DataLoader workers, and the
@@ -60,21 +60,6 @@ class MixGenCollate:
             raise TypeError("MixGenCollate has no inplace option: it always mixes into the "
                             "batch it allocates")
         self.mixer = BatchMixer(MixGenConfig.resolve(config, options), generator, tokenizer)
-
-    @property
-    def config(self) -> MixGenConfig:
-        return self.mixer.config
-
-    @property
-    def enabled(self) -> bool:
-        """Whether batches are mixed; ``False`` collates them unmixed (info None), also
-        in the DataLoader workers this collate function was copied into (persistent ones
-        too)."""
-        return self.mixer.enabled
-
-    @enabled.setter
-    def enabled(self, on: bool) -> None:
-        self.mixer.enabled = on
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.config.summary()}, "

@@ -24,13 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mixgen.batch import BatchMixer, caption_keys, stack_ids
+from mixgen.batch import BatchMixer, MixerAdapter, caption_keys, stack_ids
 from mixgen.config import MixGenConfig
 
 __all__ = ["BatchTransform"]
 
 
-class BatchTransform:
+class BatchTransform(MixerAdapter):
     """Mix one batch of a ``datasets.Dataset``: ``dict[column, list] -> dict[column, ...]``.
 
     Args:
@@ -74,17 +74,6 @@ class BatchTransform:
                              "batches with MixGen or MixGenCollate instead")
         self.mixer = BatchMixer(config, generator, tokenizer)
         self.preprocess = preprocess
-
-    @property
-    def enabled(self) -> bool:
-        """Whether batches are mixed; ``False`` passes them through unmixed (info None),
-        also in the DataLoader workers this transform was copied into (persistent ones
-        too)."""
-        return self.mixer.enabled
-
-    @enabled.setter
-    def enabled(self, on: bool) -> None:
-        self.mixer.enabled = on
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.mixer.config.summary()}, "

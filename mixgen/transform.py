@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mixgen.batch import BatchMixer
+from mixgen.batch import BatchMixer, MixerAdapter
 from mixgen.config import MixGenConfig
 from mixgen.info import MixGenInfo
 from mixgen.tokens import TokenLayout
@@ -16,7 +16,7 @@ from mixgen.tokens import TokenLayout
 _OPTIONS = frozenset(f.name for f in dataclasses.fields(MixGenConfig))
 
 
-class MixGen(nn.Module):
+class MixGen(MixerAdapter, nn.Module):
     """Make new image-text pairs inside a batch: ``lam * image_i + (1 - lam) * image_j``
     with caption ``text_i + sep + text_j``.
 
@@ -91,21 +91,6 @@ class MixGen(nn.Module):
             raise AttributeError(f"MixGen's options are its frozen config: make a new one, "
                                  f"MixGen(mix.config, {name}=...)")
         super().__setattr__(name, value)
-
-    @property
-    def config(self) -> MixGenConfig:
-        return self.mixer.config
-
-    @property
-    def enabled(self) -> bool:
-        """Whether batches are mixed; ``False`` passes them through unmixed (info None),
-        also in the DataLoader workers this transform was copied into (persistent ones
-        too)."""
-        return self.mixer.enabled
-
-    @enabled.setter
-    def enabled(self, on: bool) -> None:
-        self.mixer.enabled = on
 
     @property
     def generator(self) -> torch.Generator | None:
