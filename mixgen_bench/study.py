@@ -124,14 +124,17 @@ def still_rising(run: dict) -> bool:
     return bool(early) and best - max(early) > RISING
 
 
-def cell_table(runs: list[dict], reference: str, title: str) -> list[str]:
+def cell_table(runs: list[dict], reference: str, title: str,
+               order: list[str] | None = None) -> list[str]:
     """One cell's Markdown: the reference's R@1, every arm's paired difference at best-val
-    and at the last epoch with the detectable difference, selected steps, late peaks."""
+    and at the last epoch with the detectable difference, selected steps, late peaks; arms
+    in ``order`` (default: as the runs come)."""
     base = [r for r in runs if r["arm"] == reference]
     if not base:
         return [f"### {title}", "", "Not run.", ""]
     lines = [f"### {title}", "",
-             f"{reference}, R@1 at best-val (mean [95% CI] over {len(base)} seeds): "
+             f"{reference}, R@1 at best-val (mean [95% CI] over {len(base)} "
+             f"seed{'s' * (len(base) > 1)}): "
              + "; ".join(f"{m} {cell_mean([r['metrics'][m] for r in base])}" for m in R_AT_1)
              + ".", "",
              "| arm | seeds | i2t R@1 diff, best-val | t2i, best-val | i2t, last epoch | "
@@ -139,7 +142,8 @@ def cell_table(runs: list[dict], reference: str, title: str) -> list[str]:
              "(still rising) |",
              "|---|---|---|---|---|---|---|---|---|"]
     best, final = (paired_cells(runs, reference, k) for k in ("metrics", "metrics_final"))
-    for arm in dict.fromkeys(r["arm"] for r in runs):
+    present = dict.fromkeys(r["arm"] for r in runs)
+    for arm in [a for a in order if a in present] if order else present:
         mine = [r for r in runs if r["arm"] == arm]
         steps = ", ".join(str(r["steps"] * r["selected_epoch"] // r["epochs"]) for r in mine)
         late = (f"{sum(peak_share(r) > LATE for r in mine)} of {len(mine)} "
@@ -166,12 +170,14 @@ def report(protocol: dict, out: Path, results: Path) -> str:
     """Markdown tables of every cell (``Not run.`` where nothing finished), the runs'
     JSON, and a validation-curve plot per fine-tuning size."""
     reference, lines = protocol["reference"], []
+    results.mkdir(parents=True, exist_ok=True)
     finetune = protocol["settings"]["finetune"]
     lines += ["## Fine-tuning regime (from the plain base, digit scenes)", ""]
     for size in finetune["sizes"]:
         runs = load_runs(out / f"finetune-n{size}")
         lines += cell_table(runs, reference, f"{size} pairs, "
-                            f"{finetune['options']['steps_by_size'][str(size)]} steps")
+                            f"{finetune['options']['steps_by_size'][str(size)]} steps",
+                            finetune["arms"])
         if runs:
             curve_plot({"sizes": [size], "arms": finetune["arms"], "seeds": finetune["seeds"],
                         "runs": runs}).savefig(results / f"curves-n{size}.png", dpi=100)
@@ -180,7 +186,7 @@ def report(protocol: dict, out: Path, results: Path) -> str:
               ""]
     pre = protocol["settings"]["pretrain"]
     lines += cell_table(load_runs(out / f"pretrain-n{pre['sizes'][0]}"), reference,
-                        f"pre-training on {pre['sizes'][0]} shapes pairs")
+                        f"pre-training on {pre['sizes'][0]} shapes pairs", pre["arms"])
     lines += ["(b) Each base fine-tuned on digit scenes without MixGen; arm = the base's "
               "pre-training arm, paired by seed.", ""]
     after = protocol["settings"]["after_pretrain"]
@@ -191,9 +197,9 @@ def report(protocol: dict, out: Path, results: Path) -> str:
                 for r in load_runs(path.parent)]
         every += runs
         lines += cell_table(runs, reference, f"fine-tuned on {size} pairs, "
-                            f"{after['options']['steps_by_size'][str(size)]} steps")
+                            f"{after['options']['steps_by_size'][str(size)]} steps",
+                            pre["arms"])
     text = "\n".join(lines)
-    results.mkdir(parents=True, exist_ok=True)
     (results / "study_v2.md").write_text(text)
     (results / "after_pretrain.json").write_text(json.dumps(every, indent=1))
     return text
