@@ -57,7 +57,8 @@ def harness_options(protocol: dict, setting: str, size: int, seeds: list[int], a
 def base_runs(protocol: dict, out: Path) -> list[dict]:
     """The finished pre-training runs whose kept checkpoint the next setting starts from."""
     spec = protocol["settings"]["after_pretrain"]
-    return [run for run in load_runs(out / spec["bases_from"]) if run["checkpoint"]]
+    return [run for folder in sorted(out.glob(f"{spec['bases_from']}-n*"))
+            for run in load_runs(folder) if run["checkpoint"]]
 
 
 def run_part(protocol: dict, part: str, out: Path, seeds: list[int] | None = None) -> None:
