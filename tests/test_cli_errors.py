@@ -103,6 +103,19 @@ def test_mixgen_option_out_of_range(tmp_path, capsys, argv, message):
     assert not any(tmp_path.iterdir())  # refused before anything is written
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--val-size", "0"], "--select best-val needs validation pairs: give --val-size > 0, or "
+                          "--select final"),
+    (["--eval-points", "0"], "--val-size must be >= 0 and --eval-points >= 1, got 4 and 0"),
+    (["--mixed-weight", "0"], "arm 'mixgen': mixed_weight (--mixgen-mixed-weight) must be a "
+                             "finite float > 0, got 0.0"),
+])
+def test_selection_and_weight_options(tmp_path, capsys, argv, message):
+    assert harness_error(capsys, "--out", str(tmp_path), *argv) == (
+        f"mixgen-clip-retrieval: error: {message}")
+    assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
 def test_unknown_arm(tmp_path, capsys):
     assert harness_error(capsys, "--arms", "baseline,nope") == (
         "mixgen-clip-retrieval: error: --arms: unknown arm 'nope'; defined: baseline, mixgen "
