@@ -96,21 +96,13 @@ def test_images_that_do_not_decode_are_skipped_and_counted(folder, capsys):
                               "'roll', 'flip', 'previous'; got 'random'"),
     (["--mixgen-off-epoch", "-1"], "arm 'mixgen': off_epoch (--mixgen-off-epoch) must be an "
                                    "int >= 0, got -1"),
-])
-def test_mixgen_option_out_of_range(tmp_path, capsys, argv, message):
-    assert harness_error(capsys, "--out", str(tmp_path), *argv) == (
-        f"mixgen-clip-retrieval: error: {message}")
-    assert not any(tmp_path.iterdir())  # refused before anything is written
-
-
-@pytest.mark.parametrize(("argv", "message"), [
     (["--val-size", "0"], "--select best-val needs validation pairs: give --val-size > 0, or "
                           "--select final"),
     (["--eval-points", "0"], "--val-size must be >= 0 and --eval-points >= 1, got 4 and 0"),
     (["--mixed-weight", "0"], "arm 'mixgen': mixed_weight (--mixgen-mixed-weight) must be a "
                              "finite float > 0, got 0.0"),
 ])
-def test_selection_and_weight_options(tmp_path, capsys, argv, message):
+def test_mixgen_option_out_of_range(tmp_path, capsys, argv, message):
     assert harness_error(capsys, "--out", str(tmp_path), *argv) == (
         f"mixgen-clip-retrieval: error: {message}")
     assert not any(tmp_path.iterdir())  # refused before anything is written
