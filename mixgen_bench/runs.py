@@ -36,7 +36,13 @@ from mixgen_bench.data import ImagePairs
 from mixgen_bench.errors import UsageError
 from mixgen_bench.models import evaluate, load_model
 from mixgen_bench.options import Arm
-from mixgen_bench.selection import best_point, eval_epochs, save_every, validation_score
+from mixgen_bench.selection import (
+    SCORE_METRICS,
+    best_point,
+    eval_epochs,
+    save_every,
+    validation_score,
+)
 from mixgen_bench.sources import CAPTION_KEY, CSV_SEPARATOR, IMAGE_KEY
 
 TRAINER = "mixgen.open_clip_train"
@@ -243,23 +249,22 @@ def _train_and_evaluate(run: Run, options: argparse.Namespace, model: str, train
         "final": None, "resumed_from": 0, "train_seconds": 0.0}
     evaluating = time.perf_counter()
 
-    def test_metrics(checkpoint: Path | None) -> dict[str, float]:
+    def metrics_of(checkpoint: Path | None, pairs: ImagePairs) -> dict[str, float]:
         network, tokenizer = load_model(model, options, checkpoint, run.seed, device)
-        return evaluate(network, tokenizer, held_out, device)
+        return evaluate(network, tokenizer, pairs, device)
 
     folder = trained["final"].parent if trained["final"] is not None else None
     curve = []
     if folder is not None and validation is not None:
         for epoch in eval_epochs(epochs, options.eval_points):
-            network, tokenizer = load_model(model, options, folder / f"epoch_{epoch}.pt",
-                                            run.seed, device)
-            metrics = evaluate(network, tokenizer, validation, device)
+            metrics = metrics_of(folder / f"epoch_{epoch}.pt", validation)
             curve.append({"epoch": epoch, "step": epoch * steps // epochs,
                           "val_score": validation_score(metrics),
-                          **{name: metrics[name] for name in ("i2t_R@1", "t2i_R@1")}})
+                          **{name: metrics[name] for name in SCORE_METRICS}})
     best_epoch = best_point(curve)["epoch"] if curve else epochs
-    final = test_metrics(trained["final"])
-    best = final if best_epoch == epochs else test_metrics(folder / f"epoch_{best_epoch}.pt")
+    final = metrics_of(trained["final"], held_out)
+    best = (final if best_epoch == epochs
+            else metrics_of(folder / f"epoch_{best_epoch}.pt", held_out))
     selected_epoch = best_epoch if options.select == "best-val" else epochs
     checkpoint = None
     if folder is not None:

@@ -14,7 +14,6 @@ import argparse
 import csv
 from pathlib import Path
 
-import torch
 from torchvision.io import write_png
 
 from mixgen_bench.data import ImagePairs, shapes
@@ -47,7 +46,10 @@ def load_data(options: argparse.Namespace,
         else:
             from mixgen_bench.digits import digit_scenes as make
         train = make(train_size, "train", size, options.data_seed)
-        held = make(test + val, "test", size, options.data_seed) if test + val else None
+        tests = validation = None
+        if test + val:  # the held-out split's draws: the test pairs first
+            held = make(test + val, "test", size, options.data_seed)
+            tests, validation = _part(held, 0, test), _part(held, test, test + val)
     elif kind.startswith(("csv:", "wds:")):
         source = kind.split(":", 1)[1]
         pairs = (csv_pairs(source, size, img_key=options.csv_img_key,
@@ -63,18 +65,18 @@ def load_data(options: argparse.Namespace,
                              f"(--eval-size)")
         keep = len(pairs) - test - val
         train = ImagePairs(pairs.images[:keep], pairs.captions[:keep], pairs.skipped)
-        # the held-out pairs in draw order: test first, then validation
-        held = ImagePairs(torch.cat([pairs.images[len(pairs) - test:], pairs.images[keep:
-                                     len(pairs) - test]]),
-                          pairs.captions[len(pairs) - test:] + pairs.captions[keep:
-                                                                              len(pairs) - test])
+        validation, tests = _part(pairs, keep, keep + val), _part(pairs, keep + val, len(pairs))
     else:
         raise UsageError(f"--data must be shapes, digits, csv:PATH or wds:PATTERN; "
                          f"got {kind!r}")
-    validation = ImagePairs(held.images[test:], held.captions[test:]) if val else None
     held_out = (karpathy_pairs(options.eval_json, size, options.eval_image_root)
-                if options.eval_json else ImagePairs(held.images[:test], held.captions[:test]))
-    return train, validation, held_out
+                if options.eval_json else tests)
+    return train, validation if val else None, held_out
+
+
+def _part(pairs: ImagePairs, start: int, stop: int) -> ImagePairs:
+    """Pairs ``start`` to ``stop`` of ``pairs`` (views of its images, no copy)."""
+    return ImagePairs(pairs.images[start:stop], pairs.captions[start:stop])
 
 
 def write_training_data(train: ImagePairs, sizes: list[int], folder: Path) -> dict[int, Path]:

@@ -25,7 +25,8 @@ from typing import Any
 from mixgen_bench.clip_retrieval import run_benchmark
 from mixgen_bench.metrics import mean_confidence_interval, paired_difference
 from mixgen_bench.options import parse_options
-from mixgen_bench.report import MIN_SEEDS, curve_plot
+from mixgen_bench.report import MIN_SEEDS, curve_plot, interval
+from mixgen_bench.sweep_report import cell
 
 PROTOCOL = Path("benchmarks") / "study_v2" / "protocol.json"
 R_AT_1 = ("i2t_R@1", "t2i_R@1")
@@ -98,14 +99,6 @@ def paired_cells(runs: list[dict], reference: str, key: str) -> dict[str, dict[s
     return table
 
 
-def cell(stats: dict) -> str:
-    """``+1.2 [-0.3, 2.7]`` (the mean alone below :data:`MIN_SEEDS` seeds)."""
-    if stats["ci_low"] is None:
-        return f"{stats['mean']:+.1f}"
-    low, high = (round(stats[k], 1) + 0.0 for k in ("ci_low", "ci_high"))
-    return f"{round(stats['mean'], 1) + 0.0:+.1f} [{low:.1f}, {high:.1f}]"
-
-
 def half_width(stats: dict) -> str:
     """The 95% interval's half-width: the smallest difference the cell could detect."""
     return "-" if stats["ci_low"] is None else f"{(stats['ci_high'] - stats['ci_low']) / 2:.1f}"
@@ -162,9 +155,8 @@ def cell_table(runs: list[dict], reference: str, title: str,
 
 
 def cell_mean(values: list[float]) -> str:
-    stats = mean_confidence_interval(values, bounds=(0.0, 100.0), min_n=MIN_SEEDS)
-    return f"{stats['mean']:.1f}" + ("" if stats["ci_low"] is None else
-                                     f" [{stats['ci_low']:.1f}, {stats['ci_high']:.1f}]")
+    """``mean [95% CI]`` of R@1 values (the mean alone below :data:`MIN_SEEDS` seeds)."""
+    return interval(mean_confidence_interval(values, bounds=(0.0, 100.0), min_n=MIN_SEEDS))
 
 
 def report(protocol: dict, out: Path, results: Path) -> str:
