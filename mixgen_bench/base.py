@@ -65,7 +65,8 @@ def base_checkpoint(options: argparse.Namespace) -> Path:
         "val_size": 0, "select": "final"})
     pairs, _, _ = load_data(base, options.pretrain_size)
     table = write_training_data(pairs, [options.pretrain_size], folder / "data")
-    trained = train(Run(Arm("base"), options.pretrain_size, options.pretrain_seed), base,
+    trained = train(Run(Arm("base"), options.pretrain_size, options.pretrain_seed,
+                        options.pretrain_epochs), base,
                     prepare_model(base, folder / "model"), table[options.pretrain_size])
     os.replace(trained["final"], final)
     (folder / "settings.json").write_text(json.dumps(base_settings(options), indent=1) + "\n")

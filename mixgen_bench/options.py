@@ -17,6 +17,7 @@ from typing import Any
 from mixgen import MixGenConfig
 from mixgen.train_options import LOSSES, TrainOptions
 from mixgen_bench.errors import UsageError
+from mixgen_bench.ladder import BUDGET_TOL, BUDGETS, CAP_FACTOR
 from mixgen_bench.selection import SELECT
 
 MIXGEN_OPTIONS = MixGenConfig.flag_fields()
@@ -146,7 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
                       "$XDG_CACHE_HOME/mixgen_bench or ~/.cache/mixgen_bench)")
     train = parser.add_argument_group("training (the same for every arm; each run is one "
                                       "call of mixgen.open_clip_train)")
-    train.add_argument("--epochs", type=int, default=16, help="epochs at each size")
+    train.add_argument("--epochs", type=int, default=16, help="epochs at each size (with "
+                       "--budget auto: the first rung)")
+    train.add_argument("--budget", choices=BUDGETS, default="auto",
+                       help="auto: each arm climbs a ladder of budgets on the first seed "
+                       "(--epochs, then twice as many, each a whole run with its own "
+                       "schedule) until a rung gains no more than --budget-tol validation "
+                       "points or reaches --max-epochs; every seed of the arm then trains at "
+                       "its best rung. fixed: every arm trains for --epochs")
+    train.add_argument("--max-epochs", type=int, help="--budget auto: the longest rung "
+                       f"(default: {CAP_FACTOR} x the first); an arm still improving there "
+                       "is reported as capped")
+    train.add_argument("--budget-tol", type=float, default=BUDGET_TOL,
+                       help="--budget auto: validation points (mean R@1) a rung must gain "
+                       "over the previous one for the arm to climb on")
     train.add_argument("--steps", type=int, help="a fixed number of steps at every size "
                        "instead of --epochs; must be a whole number of epochs (0: evaluate "
                        "only, e.g. a --pretrained model)")

@@ -28,10 +28,11 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    """Reports ``total`` runs as they finish. The time left is the mean time of the runs
-    finished so far times the rounds of ``jobs`` runs side by side still to go."""
+    """Reports ``total`` runs as they finish (``growing``: more are planned as they go,
+    :meth:`planned`). The time left is the mean time of the runs finished so far times
+    the rounds of ``jobs`` runs side by side still to go."""
 
-    def __init__(self, total: int, *, reused: int = 0, jobs: int = 1,
+    def __init__(self, total: int, *, reused: int = 0, jobs: int = 1, growing: bool = False,
                  stream: TextIO | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.jobs, self.clock = total, jobs, clock
@@ -43,7 +44,8 @@ class Progress:
         self.bar = tqdm(total=total, unit="run", file=self.stream, disable=not interactive,
                         leave=False)
         again = f", {reused} already done in --out (--resume)" if reused else ""
-        self._write(f"{total} runs to train, {jobs} at a time{again}")
+        more = "; the budget ladders add rungs and seeds as their rungs end" if growing else ""
+        self._write(f"{total} runs to train, {jobs} at a time{again}{more}")
 
     def finished(self, name: str, seconds: float) -> None:
         """Run ``name`` ended after ``seconds`` of its own."""
@@ -58,6 +60,13 @@ class Progress:
             line += f"; all done in {duration(self.clock() - self.started)}"
         self._write(line)
         self.bar.update(1)
+
+    def planned(self, count: int) -> None:
+        """``count`` more runs to train than first announced (a budget ladder plans its
+        next rung, and the other seeds, only as its rungs end)."""
+        self.total += count
+        self.bar.total = self.total
+        self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()

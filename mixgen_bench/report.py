@@ -138,7 +138,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             cells = [interval(summary[name][metric]) for name in arm_names]
             cells += [interval(paired[name][metric]) for name in others]
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-        lines += ["", *verdicts(results, size), "", *selection_lines(results, size), ""]
+        lines += ["", *verdicts(results, size), *capped_lines(results, size), "",
+                  *budget_lines(results, size), *selection_lines(results, size), ""]
     lines += ["| arm | pairs | seed | epoch | " + " | ".join(METRICS) + " | train s | eval s |",
               "|---" * (6 + len(METRICS)) + "|"]
     for run in results["runs"]:
@@ -155,13 +156,13 @@ def selection_lines(results: dict[str, Any], size: int) -> list[str]:
     of the runs' time the evaluations took."""
     select, other = results["select"], results["alternative"]
     runs = [r for r in results["runs"] if r["size"] == size]
-    epochs = runs[0]["epochs"]
-    chosen = "; ".join(f"{name} {', '.join(map(str, picked))}"
+    budgets = {r["arm"]: r["epochs"] for r in runs}
+    chosen = "; ".join(f"{name} {', '.join(map(str, picked))} of {budgets[name]}"
                        for name, picked in results["selected_epochs"][str(size)].items())
     which = (f"best validation score (mean of i2t and t2i R@1 on "
              f"{results['validation_pairs']} validation pairs)" if select == "best-val"
              else "the last epoch")
-    lines = [f"Checkpoints: {which}; selected epochs of {epochs}, per seed: {chosen}."]
+    lines = [f"Checkpoints: {which}; selected epochs, per seed: {chosen}."]
     reference = results["reference"]
     cells = [f"{name} - {reference} {metric} {interval(stats[metric])}"
              for name, stats in other["paired"][str(size)].items()
@@ -176,6 +177,35 @@ def selection_lines(results: dict[str, Any], size: int) -> list[str]:
         lines.append(f"Evaluations took {100 * spent / total:.0f}% of the runs' time "
                      f"({spent:.0f} of {total:.0f} s).")
     return lines
+
+
+def budget_lines(results: dict[str, Any], size: int) -> list[str]:
+    """Each arm's budget ladder (``--budget auto``): its rungs with their best validation
+    scores and epochs, the chosen budget, whether it was capped, and what it cost."""
+    ladders = results.get("budgets", {}).get(str(size))
+    if not ladders:
+        return []
+    some = next(iter(ladders.values()))
+    lines = [f"Budgets chosen on validation data (--budget auto): each arm's ladder on seed "
+             f"{results['seeds'][0]}, doubling from {some['start']} epochs until a rung gains "
+             f"no more than {some['tol']:g} points or reaches {some['cap']} epochs.", "",
+             "| arm | rungs: epochs (best validation score, at epoch) | budget | capped | "
+             "ladder cost |", "|---|---|---|---|---|"]
+    for name, ladder in ladders.items():
+        rungs = ", ".join(f"{rung['epochs']} ({rung['best_val']:.1f}, at {rung['best_val_epoch']})"
+                          for rung in ladder["rungs"])
+        lines.append(f"| {name} | {rungs} | {ladder['chosen_epochs']} epochs | "
+                     f"{'yes' if ladder['capped'] else 'no'} | {ladder['runs']} runs, "
+                     f"{ladder['seconds']:.0f} s |")
+    return [*lines, ""]
+
+
+def capped_lines(results: dict[str, Any], size: int) -> list[str]:
+    """A warning per arm whose ladder hit ``--max-epochs`` still improving."""
+    ladders = results.get("budgets", {}).get(str(size), {})
+    return [f"- capped: {name} was still improving at --max-epochs {ladder['cap']}; its "
+            f"numbers are taken before its peak, so the differences it enters may change "
+            f"with a higher cap." for name, ladder in ladders.items() if ladder["capped"]]
 
 
 def plot(results: dict[str, Any]) -> Any:

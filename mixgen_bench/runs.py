@@ -59,15 +59,23 @@ refuses a ``--logs`` flag after the module, so the harness never passes one.)"""
 
 @dataclass(frozen=True)
 class Run:
-    """One arm at one training-set size with one seed."""
+    """One arm at one training-set size with one seed, trained for ``epochs`` (0: only
+    evaluated). A run of a budget ladder (``--budget auto``) carries its budget in its
+    name, ``<arm>-n<size>-s<seed>-e<epochs>``, since one arm and seed train at several."""
 
     arm: Arm
     size: int
     seed: int
+    epochs: int
+    on_ladder: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.arm.name}-n{self.size}-s{self.seed}"
+        name = f"{self.arm.name}-n{self.size}-s{self.seed}"
+        return f"{name}-e{self.epochs}" if self.on_ladder else name
+
+    def steps(self, options: argparse.Namespace) -> int:
+        return self.epochs * steps_per_epoch(self.size, options) if self.epochs else 0
 
 
 def steps_per_epoch(size: int, options: argparse.Namespace) -> int:
@@ -102,7 +110,7 @@ def trainer_argv(run: Run, options: argparse.Namespace, model: str, train_csv: P
                  resume: bool) -> list[str]:
     """The trainer's flags for ``run``: open_clip_train's own, then the arm's MixGen flags,
     then ``--trainer-args``."""
-    epochs, steps = budget(run.size, options)
+    epochs, steps = run.epochs, run.steps(options)
     argv = ["--train-data", str(train_csv), "--dataset-type", "csv",
             "--csv-separator", CSV_SEPARATOR, "--csv-img-key", IMAGE_KEY,
             "--csv-caption-key", CAPTION_KEY, "--model", model,
@@ -192,7 +200,7 @@ def train(run: Run, options: argparse.Namespace, model: str, train_csv: Path,
     atomically, so a killed run leaves a whole one) and ``epoch_<epochs>.pt`` at the end,
     before ``epoch_latest.pt``; resuming a finished run only reloads it.
     """
-    epochs, _ = budget(run.size, options)
+    epochs = run.epochs
     out = options.out.resolve()
     folder = out / LOGS / run.name
     if not options.resume:
@@ -244,7 +252,7 @@ def _train_and_evaluate(run: Run, options: argparse.Namespace, model: str, train
                         validation: ImagePairs | None, held_out: ImagePairs,
                         gpus: list[str] | None, device: torch.device) -> dict[str, Any]:
     started = time.perf_counter()
-    epochs, steps = budget(run.size, options) if options.steps != 0 else (0, 0)
+    epochs, steps = run.epochs, run.steps(options)
     trained = train(run, options, model, train_csv, gpus) if steps else {
         "final": None, "resumed_from": 0, "train_seconds": 0.0}
     evaluating = time.perf_counter()

@@ -39,6 +39,9 @@ __all__ = ["PROTOCOL", "cell", "harness_arms", "harness_options", "main", "off_e
 
 PROTOCOL = Path("benchmarks") / "sweep" / "protocol.json"
 """The registered protocol, relative to the repository root."""
+FIXED = {"budget": "fixed"}
+"""The sweep and study v2 were registered with a fixed budget per size (before the harness
+chose budgets on validation data): their runners keep it."""
 
 
 # ----------------------------------------------------------------------------- running
@@ -64,7 +67,7 @@ def harness_arms(protocol: dict, names: list[str], size: int) -> dict[str, dict]
 def harness_options(protocol: dict, setting: str, names: list[str], size: int,
                     seeds: list[int], out: Path) -> argparse.Namespace:
     """The harness options of one setting, arm list and size (resuming finished runs)."""
-    values = {**protocol["common"], **protocol["settings"][setting]["options"]}
+    values = {**FIXED, **protocol["common"], **protocol["settings"][setting]["options"]}
     by_size = values.pop("steps_by_size", None)  # a budget that grows with the data
     if by_size is not None:
         values["steps"] = by_size[str(size)]

@@ -99,6 +99,10 @@ def test_images_that_do_not_decode_are_skipped_and_counted(folder, capsys):
     (["--val-size", "0"], "--select best-val needs validation pairs: give --val-size > 0, or "
                           "--select final"),
     (["--eval-points", "0"], "--val-size must be >= 0 and --eval-points >= 1, got 4 and 0"),
+    (["--max-epochs", "0"], "--max-epochs 0 must be >= the first rung's 1 epochs (>= 1)"),
+    (["--budget-tol", "-0.5"], "--budget-tol must be >= 0, got -0.5"),
+    (["--val-size", "0", "--select", "final"], "--budget auto chooses budgets on validation "
+                                                "pairs: give --val-size > 0, or --budget fixed"),
     (["--mixed-weight", "0"], "arm 'mixgen': mixed_weight (--mixgen-mixed-weight) must be a "
                              "finite float > 0, got 0.0"),
 ])
@@ -173,9 +177,9 @@ def test_bad_config_files(tmp_path, capsys, text, message):
 @pytest.mark.slow  # starts a trainer or harness process
 def test_a_flag_the_trainer_refuses(tmp_path, capsys):
     assert harness_error(capsys, "--out", str(tmp_path), "--trainer-args=--nope") == (
-        f"mixgen-clip-retrieval: error: run baseline-n8-s0: the trainer refused its command "
+        f"mixgen-clip-retrieval: error: run baseline-n8-s0-e1: the trainer refused its command "
         f"line: open_clip_train.py: error: unrecognized arguments: --nope (see "
-        f"{tmp_path / 'logs' / 'baseline-n8-s0' / 'command.txt'})")
+        f"{tmp_path / 'logs' / 'baseline-n8-s0-e1' / 'command.txt'})")
 
 
 def test_internal_errors_keep_their_traceback(monkeypatch):

@@ -26,7 +26,7 @@ from mixgen_bench.options import Arm, parse_options, resolve_arms
 from mixgen_bench.report import METRICS
 
 TINY = ["--sizes", "64", "--epochs", "2", "--batch-size", "16", "--eval-size", "24",
-        "--image-size", "16", "--threads", "1"]
+        "--image-size", "16", "--threads", "1", "--budget", "fixed"]
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +150,7 @@ def test_trainer_flags_of_arms_and_budgets():
                              "--trainer-args=--grad-clip-norm 1"])
     arms = {arm.name: arm for arm in resolve_arms(options)}
     assert runs.budget(64, options) == (3, 12)  # 4 steps of 16 per epoch
-    argv = runs.trainer_argv(runs.Run(arms["mixgen"], 64, 3), options, "mixgen-tiny",
+    argv = runs.trainer_argv(runs.Run(arms["mixgen"], 64, 3, 3), options, "mixgen-tiny",
                              Path("/d/train.csv"), resume=False)
     assert [argv[argv.index(flag) + 1] for flag in ("--epochs", "--warmup", "--seed",
                                                      "--batch-size")] == ["3", "1", "3", "16"]
@@ -264,7 +264,7 @@ def test_each_running_training_gets_its_own_gpus(tmp_path, monkeypatch, visible,
     def one(seed):
         with sets.hold() as gpus:
             devices.append(sets.device(gpus, options))
-            runs.train(runs.Run(Arm("baseline"), 64, seed), options, "mixgen-tiny",
+            runs.train(runs.Run(Arm("baseline"), 64, seed, 1), options, "mixgen-tiny",
                        tmp_path / "train.csv", gpus)
 
     threads = [threading.Thread(target=one, args=(seed,)) for seed in range(len(expected))]

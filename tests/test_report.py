@@ -48,7 +48,8 @@ def test_report_gives_the_selected_epochs_and_the_last_epoch_too(tmp_path):
                          final={"baseline": [70.0, 72.0, 71.0], "mixgen": [70.0, 71.0, 72.0]})
     table = write_and_read(results, tmp_path)
     assert ("Checkpoints: best validation score (mean of i2t and t2i R@1 on 100 validation "
-            "pairs); selected epochs of 4, per seed: baseline 2, 2, 2; mixgen 2, 2, 2.") in table
+            "pairs); selected epochs, per seed: baseline 2, 2, 2 of 4; mixgen 2, 2, 2 of 4.") \
+        in table
     # at the last epoch the difference is 0.0 [-2.5, 2.5]: mixgen's 71.0 against 71.0
     assert ("At the last epoch instead: mixgen - baseline i2t_R@1 0.0 [-2.5, 2.5]; "
             "mixgen - baseline t2i_R@1 0.0 [-2.5, 2.5].") in table

@@ -18,7 +18,7 @@ from mixgen_bench import clip_retrieval as harness
 README = Path(__file__).resolve().parents[1] / "mixgen_bench" / "README.md"
 IMAGES = 18
 TINY = ["--sizes", "8", "--val-size", "4", "--eval-size", "6", "--seeds", "0,1",
-        "--epochs", "2", "--batch-size", "4", "--image-size", "16"]
+        "--epochs", "2", "--max-epochs", "4", "--batch-size", "4", "--image-size", "16"]
 
 
 def walkthrough_command() -> list[str]:
@@ -54,19 +54,23 @@ def test_readme_walkthrough_end_to_end(tmp_path, monkeypatch, capsys):
     harness.main([*argv, *TINY, "--pretrained", "my-checkpoint.pt"])
 
     progress = capsys.readouterr().err
-    assert "4 runs to train, 2 at a time" in progress and "[4/4] " in progress
+    # each arm's ladder: 2 then 4 epochs (the cap) on seed 0, then seed 1 at its budget
+    assert "2 runs to train, 2 at a time; the budget ladders add" in progress
+    assert "[6/6] " in progress
     assert "; all done in " in progress and "initialized randomly" not in progress
     results = json.loads((out / "results.json").read_text())
     assert [(run["arm"], run["seed"]) for run in results["runs"]] == [
         ("baseline", 0), ("mixgen", 0), ("baseline", 1), ("mixgen", 1)]
     assert results["held_out_pairs"] == 6 and results["skipped"] == []
-    command = (out / "logs" / "mixgen-n8-s1" / "command.txt").read_text()
+    budget = results["budgets"]["8"]["mixgen"]["chosen_epochs"]
+    command = (out / "logs" / f"mixgen-n8-s1-e{budget}" / "command.txt").read_text()
     assert f"--pretrained {tmp_path / 'my-checkpoint.pt'}" in command
     table = (out / "results.md").read_text()
     assert "no confidence intervals: they need at least 3 seeds" in table
     assert results["select"] == "best-val" and results["validation_pairs"] == 4
     assert "Checkpoints: best validation score (mean of i2t and t2i R@1 on 4 validation " \
-        "pairs); selected epochs of 2, per seed: " in table
+        "pairs); selected epochs, per seed: baseline " in table
+    assert "| mixgen | 2 (" in table and "Budgets chosen on validation data" in table
     assert "At the last epoch instead: mixgen - baseline i2t_R@1 " in table
     assert "i2t_R@1: " in table and "not enough seeds to tell (give at least 3)." in table
     with Image.open(out / "results.png") as plot:
