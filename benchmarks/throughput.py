@@ -1,13 +1,13 @@
 """Throughput of MixGen, side by side with the published loop, the usual mixing libraries
 and the memory bound, in one process.
 
-Cases are timed side by side (:mod:`mixgen_bench.speed`): the table gives the median,
+Cases are timed side by side (:mod:`benchmarks.speed`): the table gives the median,
 the spread (25th to 75th percentile) and the ratios the targets are stated in. Timings
 use one intra-op thread by default (``--threads``), as DataLoader workers do.
 
-    python benchmarks/throughput.py                     # the full table, about a minute
-    python benchmarks/throughput.py --back-to-back      # the same with warm caches
-    python benchmarks/throughput.py --repeats 5 --json bench_out/throughput.json
+    python -m benchmarks.throughput                     # the full table, about a minute
+    python -m benchmarks.throughput --back-to-back      # the same with warm caches
+    python -m benchmarks.throughput --repeats 5 --json bench_out/throughput.json
 
 Groups: image mixing on a batch (B in {64, 256}, 3x224x224, float32 and uint8) against
 the published per-row loop, torchvision's v2 MixUp, timm's Mixup and a copy of the same
@@ -34,11 +34,8 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms import v2
 
 import mixgen
-from mixgen import MixGen, MixGenCollate
-from mixgen.draw import sample_params
-from mixgen.functional import mix_images, mix_texts
-from mixgen_bench.reference import published_mixgen, published_mixgen_batch
-from mixgen_bench.speed import (
+from benchmarks.reference import published_mixgen, published_mixgen_batch
+from benchmarks.speed import (
     SIZE,
     Group,
     JpegCaptions,
@@ -51,6 +48,9 @@ from mixgen_bench.speed import (
     time_groups,
     write_jpegs,
 )
+from mixgen import MixGen, MixGenCollate
+from mixgen.draw import sample_params
+from mixgen.functional import mix_images, mix_texts
 
 BATCHES = (64, 256)
 # ----------------------------------------------------------------------------- groups

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 
 RECALL_AT = (1, 5, 10)
+R_AT_1 = ("i2t_R@1", "t2i_R@1")
+"""The two R@1 metrics: the validation score is their mean, and verdicts are taken on them."""
 
 
 def retrieval_ranks(scores: Tensor, text_to_image: Tensor) -> tuple[Tensor, Tensor]:

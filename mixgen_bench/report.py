@@ -11,18 +11,28 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mixgen_bench.metrics import mean_confidence_interval, paired_difference, student_t_quantile
+from mixgen_bench.metrics import (
+    R_AT_1,
+    mean_confidence_interval,
+    paired_difference,
+    student_t_quantile,
+)
 from mixgen_bench.options import Arm
 
 METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "i2t_mean_rank", "i2t_median_rank",
            "t2i_R@1", "t2i_R@5", "t2i_R@10", "t2i_mean_rank", "t2i_median_rank")
-VERDICT_METRICS = ("i2t_R@1", "t2i_R@1")
 MIN_SEEDS = 3
 """Fewer seeds give no interval: with 2, a 95% t interval spans 12.7 standard errors on
 each side of the mean, wider than any difference worth reporting."""
 INTERVAL_METHOD = (f"Student t interval of the mean over seeds (of the per-seed "
                    f"differences for a paired difference), from {MIN_SEEDS} seeds on, clipped "
                    f"to the metric's range")
+
+
+def load_runs(folder: Path) -> list[dict]:
+    """Every finished run's record under ``folder``: one harness output folder
+    (``runs/*.json``) or several below it."""
+    return [json.loads(path.read_text()) for path in sorted(folder.rglob("runs/*.json"))]
 
 
 def metric_bounds(num_images: int, num_texts: int) -> dict[str, tuple[float, float]]:
@@ -104,7 +114,7 @@ def verdicts(results: dict[str, Any], size: int) -> list[str]:
     not enough seeds to tell."""
     reference, lines = results["reference"], []
     for name, metrics in results["paired"][str(size)].items():
-        for metric in VERDICT_METRICS:
+        for metric in R_AT_1:
             stats = metrics[metric]
             head = f"- {name} - {reference}, {metric}: {interval(stats)} points:"
             if stats["ci_low"] is None:
@@ -166,7 +176,7 @@ def selection_lines(results: dict[str, Any], size: int) -> list[str]:
     reference = results["reference"]
     cells = [f"{name} - {reference} {metric} {interval(stats[metric])}"
              for name, stats in other["paired"][str(size)].items()
-             for metric in VERDICT_METRICS]
+             for metric in R_AT_1]
     if cells:
         where = ("the last epoch" if other["select"] == "final"
                  else "each run's best validation epoch")
@@ -225,7 +235,7 @@ def plot(results: dict[str, Any]) -> Any:
     figure, axes = plt.subplots(len(panels), 2, figsize=(10, 3.5 * len(panels)),
                                 sharex=True, squeeze=False)
     for row, (table, names, per_seed, label) in enumerate(panels):
-        for column, metric in enumerate(VERDICT_METRICS):
+        for column, metric in enumerate(R_AT_1):
             axis = axes[row, column]
             for index, name in enumerate(names):
                 stats = [table[str(size)][name][metric] for size in sizes]

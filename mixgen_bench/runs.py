@@ -34,10 +34,10 @@ import torch
 
 from mixgen_bench.data import ImagePairs
 from mixgen_bench.errors import UsageError
+from mixgen_bench.metrics import R_AT_1
 from mixgen_bench.models import evaluate, load_model
 from mixgen_bench.options import Arm
 from mixgen_bench.selection import (
-    SCORE_METRICS,
     best_point,
     eval_epochs,
     save_every,
@@ -268,7 +268,7 @@ def _train_and_evaluate(run: Run, options: argparse.Namespace, model: str, train
             metrics = metrics_of(folder / f"epoch_{epoch}.pt", validation)
             curve.append({"epoch": epoch, "step": epoch * steps // epochs,
                           "val_score": validation_score(metrics),
-                          **{name: metrics[name] for name in SCORE_METRICS}})
+                          **{name: metrics[name] for name in R_AT_1}})
     best_epoch = best_point(curve)["epoch"] if curve else epochs
     final = metrics_of(trained["final"], held_out)
     best = (final if best_epoch == epochs

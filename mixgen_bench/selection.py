@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from mixgen_bench.metrics import R_AT_1
+
 SELECT = ("best-val", "final")
 """``--select``: the checkpoint whose test metrics a run reports."""
-SCORE_METRICS = ("i2t_R@1", "t2i_R@1")
-"""The validation score is the mean of these."""
 
 
 def eval_epochs(epochs: int, points: int) -> list[int]:
@@ -36,8 +36,8 @@ def save_every(epochs: int, points: int) -> int:
 
 
 def validation_score(metrics: dict[str, float]) -> float:
-    """The mean of :data:`SCORE_METRICS`."""
-    return sum(metrics[name] for name in SCORE_METRICS) / len(SCORE_METRICS)
+    """The mean of :data:`R_AT_1`."""
+    return sum(metrics[name] for name in R_AT_1) / len(R_AT_1)
 
 
 def best_point(curve: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from typing import Any
 
 from mixgen_bench.clip_retrieval import run_benchmark
 from mixgen_bench.options import parse_options
-from mixgen_bench.report import curve_plot
-from mixgen_bench.study_report import cell_table, load_runs
+from mixgen_bench.report import curve_plot, load_runs
+from mixgen_bench.study_report import cell_table
 from mixgen_bench.sweep import FIXED
 
 PROTOCOL = Path("benchmarks") / "study_v2" / "protocol.json"

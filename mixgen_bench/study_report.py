@@ -4,25 +4,16 @@ that peaked late (still rising when their budget ended)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from mixgen_bench.metrics import mean_confidence_interval, paired_difference
+from mixgen_bench.metrics import R_AT_1, mean_confidence_interval, paired_difference
 from mixgen_bench.report import MIN_SEEDS, interval
 from mixgen_bench.sweep_report import cell
 
-R_AT_1 = ("i2t_R@1", "t2i_R@1")
 LATE = 0.75
 """A run whose best validation point lies after this share of its steps may still have
 been rising when its budget ended."""
 RISING = 1.0
 """...and was, if its best validation score beats its best before that share by more than
 this many points (less: flat at the end, as the cosine schedule leaves it)."""
-
-
-def load_runs(folder: Path) -> list[dict]:
-    """Every finished run record under ``folder`` (one harness output or several)."""
-    return [json.loads(path.read_text()) for path in sorted(folder.rglob("runs/*.json"))]
 
 
 def paired_cells(runs: list[dict], reference: str, key: str) -> dict[str, dict[str, dict]]:

@@ -24,18 +24,8 @@ from pathlib import Path
 
 from mixgen_bench.clip_retrieval import run_benchmark
 from mixgen_bench.options import parse_options
-from mixgen_bench.sweep_report import (
-    cell,
-    load_runs,
-    paired,
-    report,
-    screen_scores,
-    select_arms,
-    target_check,
-)
-
-__all__ = ["PROTOCOL", "cell", "harness_arms", "harness_options", "main", "off_epoch", "paired",
-           "report", "run_stage", "screen_scores", "select_arms", "stage_arms", "target_check"]
+from mixgen_bench.report import load_runs
+from mixgen_bench.sweep_report import report, screen_scores, select_arms
 
 PROTOCOL = Path("benchmarks") / "sweep" / "protocol.json"
 """The registered protocol, relative to the repository root."""

@@ -10,14 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mixgen_bench.metrics import mean_confidence_interval, paired_difference
-
-R_AT_1 = ("i2t_R@1", "t2i_R@1")
-
-
-def load_runs(folder: Path) -> list[dict]:
-    """Every finished run record of a setting's harness output folder."""
-    return [json.loads(path.read_text()) for path in sorted((folder / "runs").glob("*.json"))]
+from mixgen_bench.metrics import R_AT_1, mean_confidence_interval, paired_difference
+from mixgen_bench.report import load_runs
 
 
 def paired(runs: list[dict], reference: str) -> dict[int, dict[str, dict]]:

@@ -1,6 +1,6 @@
 """Shared test helpers: small batches, folders of generated image-caption pairs, and the
 reference code the library is checked against (the paper's published loops, from
-:mod:`mixgen_bench.reference`, which ``benchmarks/throughput.py`` times too, and a plain
+:mod:`benchmarks.reference`, which ``benchmarks/throughput.py`` times too, and a plain
 loop over an info's pairs).
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import torch
 from PIL import Image
 
-from mixgen_bench.reference import published_mixgen, published_mixgen_batch
+from benchmarks.reference import published_mixgen, published_mixgen_batch
 
 __all__ = ["captions", "image_batch", "published_mixgen", "published_mixgen_batch", "red_square",
            "reference_mix", "write_pairs"]

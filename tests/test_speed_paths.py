@@ -7,11 +7,8 @@
 - the fused collate against ``default_collate`` followed by MixGen.
 """
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -164,10 +161,7 @@ def test_fused_collate_equals_default_collate_then_mixgen(dtype, options):
 def test_throughput_script_runs_every_group_and_writes_its_targets(tmp_path):
     """The speed benchmark itself (one repeat, a small JPEG set): every case is timed,
     every target gets a positive ratio, and its correctness checks hold."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-    spec = importlib.util.spec_from_file_location("throughput", path)  # a script, not a package
-    throughput = sys.modules["throughput"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(throughput)
+    from benchmarks import throughput
     threads = torch.get_num_threads()
     try:
         throughput.main(["--repeats", "1", "--jpegs", "16", "--back-to-back",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixgen_bench import study, study_report
+from mixgen_bench.metrics import R_AT_1
 
 PROTOCOL = json.loads((Path(__file__).resolve().parents[1] / study.PROTOCOL).read_text())
 
@@ -32,8 +33,8 @@ def record(arm, seed, best, final, best_step, steps=384):
     curve = [{"epoch": e, "step": 2 * e, "val_score": 1.0} for e in range(1, steps // 2 + 1)]
     return {"arm": arm, "seed": seed, "steps": steps, "epochs": steps // 2,
             "selected_epoch": best_step // 2, "best_val_epoch": best_step // 2,
-            "curve": curve, "metrics": dict.fromkeys(study_report.R_AT_1, best),
-            "metrics_final": dict.fromkeys(study_report.R_AT_1, final)}
+            "curve": curve, "metrics": dict.fromkeys(R_AT_1, best),
+            "metrics_final": dict.fromkeys(R_AT_1, final)}
 
 
 def test_cell_table_reports_both_checkpoints_the_detectable_difference_and_late_peaks():

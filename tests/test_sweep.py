@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mixgen_bench import sweep
+from mixgen_bench import sweep, sweep_report
 from mixgen_bench.options import Arm, resolve_arms
 
 PROTOCOL = {
@@ -68,7 +68,7 @@ def test_harness_options_and_arms():
 
 
 def test_paired_differences():
-    table = sweep.paired(records(S1), "baseline")
+    table = sweep_report.paired(records(S1), "baseline")
     assert sorted(table) == [256, 2048]
     a = table[256]["a"]["i2t_R@1"]
     assert (a["mean"], a["ci_low"], a["ci_high"], a["differences"], a["seeds"]) == \
@@ -76,21 +76,21 @@ def test_paired_differences():
     b = table[256]["b"]["i2t_R@1"]  # differences 4 and 2: t(0.975, 1) = 12.706
     assert b["mean"] == 3.0
     assert b["ci_low"] == pytest.approx(3 - 12.7062, abs=1e-3)
-    assert sweep.cell(b) == "+3.0 [-9.7, 15.7]"
-    assert sweep.cell(None) == "-"
+    assert sweep_report.cell(b) == "+3.0 [-9.7, 15.7]"
+    assert sweep_report.cell(None) == "-"
     only_seed_0 = [r for r in records(S1) if r["seed"] == 0 or r["arm"] != "baseline"]
-    assert sweep.paired(only_seed_0, "baseline")[256]["a"]["i2t_R@1"]["seeds"] == [0]
+    assert sweep_report.paired(only_seed_0, "baseline")[256]["a"]["i2t_R@1"]["seeds"] == [0]
 
 
 def test_selection_rule_scores_ties_and_pooling(tmp_path):
-    scores = sweep.screen_scores(PROTOCOL, "s1", records(S1))
+    scores = sweep_report.screen_scores(PROTOCOL, "s1", records(S1))
     # mean over the two sizes of the mean paired difference; mixgen is always in
     assert scores == {"a": (1.0, 1.0), "b": (1.0, 2.0), "c": (-1.0, 0.0)}
-    assert sweep.select_arms(scores, 2) == ["b", "a"]  # tie on i2t, b wins on t2i
-    assert sweep.select_arms({"x": (1.0, 0.0), "w": (1.0, 0.0)}, 1) == ["w"]
+    assert sweep_report.select_arms(scores, 2) == ["b", "a"]  # tie on i2t, b wins on t2i
+    assert sweep_report.select_arms({"x": (1.0, 0.0), "w": (1.0, 0.0)}, 1) == ["w"]
     unfinished = [r for r in records(S1) if (r["arm"], r["size"], r["seed"]) != ("c", 2048, 1)]
     with pytest.raises(ValueError, match="lacks runs of c@2048"):
-        sweep.screen_scores(PROTOCOL, "s1", unfinished)
+        sweep_report.screen_scores(PROTOCOL, "s1", unfinished)
     s2 = {key: ([i2t[0] - (5 if key[0] == "b" else 0)] * 2, t2i) for key, (i2t, t2i)
           in S1.items()}  # in s2, b loses 5 points more than in s1
     write_runs(tmp_path / "s1", records(S1))
@@ -103,7 +103,7 @@ def test_selection_rule_scores_ties_and_pooling(tmp_path):
 
 def test_report_writes_tables_plot_and_json(tmp_path):
     write_runs(tmp_path / "out" / "s1", records(S1))
-    text = sweep.report(PROTOCOL, tmp_path / "out", tmp_path / "sweep" / "results")
+    text = sweep_report.report(PROTOCOL, tmp_path / "out", tmp_path / "sweep" / "results")
     assert "| baseline (R@1, n seeds) | 11.0 (2) | 21.0 (2) |" in text
     assert "| a | +2.0 [2.0, 2.0] | +0.0 [0.0, 0.0] |" in text
     assert "**s2**: no run finished." in text
@@ -116,9 +116,9 @@ def test_report_writes_tables_plot_and_json(tmp_path):
 
 
 def test_target_check_over_settings():
-    s1 = sweep.paired(records(S1), "baseline")
-    s2 = sweep.paired([r for r in records(S1) if r["size"] == 2048], "baseline")
-    check = sweep.target_check({"s1": s1, "s2": s2})
+    s1 = sweep_report.paired(records(S1), "baseline")
+    s2 = sweep_report.paired([r for r in records(S1) if r["size"] == 2048], "baseline")
+    check = sweep_report.target_check({"s1": s1, "s2": s2})
     # a: smallest sizes are 256 in s1 (i2t +2, t2i +1) and 2048 in s2 (i2t 0, t2i +1)
     assert check["a"] == {"smallest_mean": 0.0, "lowest_ci": 0.0, "settings": ["s1", "s2"],
                           "cells": 3}

@@ -1,4 +1,4 @@
-"""Speed measurements of the benchmark scripts (``benchmarks/throughput.py``): timing
+"""Speed measurements of the benchmark scripts (``python -m benchmarks.throughput``): timing
 cases side by side, and their inputs (captions of a small vocabulary, a folder of JPEGs).
 
 A :class:`Group` times its cases repeat by repeat, each repeat in a shuffled order, so

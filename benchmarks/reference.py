@@ -1,5 +1,5 @@
 """The paper's published MixGen loops, as its repository ships them: the reference the
-library is tested against (``tests/``) and timed against (``benchmarks/throughput.py``).
+library is tested against (``tests/``) and timed against (``python -m benchmarks.throughput``).
 Both mutate their arguments and loop over rows in Python."""
 
 import numpy as np
