@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,64 @@ PROTOCOL = Path("benchmarks") / "study_v3" / "protocol.json"
 AFTER = "after_pretrain"
 
 
+# ------------------------------------------------- shared by every registered protocol
+def harness_options(values: dict[str, Any], arm_specs: dict[str, dict], reference: str,
+                    size: int, seeds: list[int], out: Path) -> argparse.Namespace:
+    """The harness options of one call: ``values`` as flags (``True``: a bare flag), the
+    arms of ``arm_specs`` at one size with these seeds, resuming finished runs in ``out``."""
+    argv = []
+    for key, value in values.items():
+        flag = f"--{key.replace('_', '-')}"
+        argv += [flag] if value is True else [f"{flag}={value}"]
+    argv += ["--arms", ",".join(arm_specs), "--reference", reference, "--sizes", str(size),
+             "--seeds", ",".join(map(str, seeds)), "--out", str(out), "--resume"]
+    options = parse_options(argv)
+    options.arm_specs = arm_specs
+    return options
+
+
+def main_of(doc: str, default: Path, run: Callable[[dict, str, argparse.Namespace], None],
+            report: Callable[[dict, argparse.Namespace], str],
+            more: Callable[[argparse.ArgumentParser], None] | None = None,
+            out: str = "study_out") -> Callable[[list[str] | None], None]:
+    """The command line of a protocol's runner: ``run`` trains the protocol's ``order``
+    (or the ``--only`` parts) part by part and prints when each ends; ``report`` prints
+    the tables. ``more`` adds the runner's own options."""
+
+    def main(argv: list[str] | None = None) -> None:
+        parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+        parser.add_argument("command", choices=("run", "report"))
+        parser.add_argument("--protocol", type=Path, default=default)
+        parser.add_argument("--out", type=Path, default=Path(out),
+                            help="harness output folders, one per part")
+        parser.add_argument("--results", type=Path, help="report's folder (default: the "
+                            "protocol's folder / results)")
+        parser.add_argument("--only", help="comma-separated parts (default: the "
+                            "protocol's order)")
+        if more is not None:
+            more(parser)
+        options = parser.parse_args(argv)
+        protocol = json.loads(options.protocol.read_text())
+        options.results = options.results or options.protocol.parent / "results"
+        if options.command == "report":
+            print(report(protocol, options))
+            return
+        for part in options.only.split(",") if options.only else protocol["order"]:
+            started = time.perf_counter()
+            run(protocol, part, options)
+            print(time.strftime("%H:%M:%S"), part, f"{time.perf_counter() - started:.0f} s",
+                  flush=True)
+
+    return main
+
+
+def seeds_option(parser: argparse.ArgumentParser) -> None:
+    """``--seeds``: run only these seeds of each part (a pilot)."""
+    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
+                        help="run: only these comma-separated seeds (a pilot)")
+
+
+# ------------------------------------------------------------------- studies of cells
 def cell_options(protocol: dict, part: str, out: Path, seeds: list[int] | None = None,
                  **overrides: Any) -> argparse.Namespace:
     """The harness options of one cell (resuming finished runs); ``seeds`` and
@@ -39,16 +98,8 @@ def cell_options(protocol: dict, part: str, out: Path, seeds: list[int] | None =
     spec = protocol["cells"][part]
     values = {**protocol["common"], **protocol["settings"][setting]["options"],
               "epochs": spec["epochs"], "max_epochs": spec["max_epochs"], **overrides}
-    argv = []
-    for key, value in values.items():
-        flag = f"--{key.replace('_', '-')}"
-        argv += [flag] if value is True else [f"{flag}={value}"]
-    argv += ["--arms", ",".join(spec["arms"]), "--reference", spec["arms"][0],
-             "--sizes", size, "--seeds", ",".join(map(str, seeds or spec["seeds"])),
-             "--out", str(out), "--resume"]
-    options = parse_options(argv)
-    options.arm_specs = {name: protocol["arms"][name] for name in spec["arms"]}
-    return options
+    return harness_options(values, {name: protocol["arms"][name] for name in spec["arms"]},
+                           spec["arms"][0], int(size), seeds or spec["seeds"], out)
 
 
 def folder(out: Path, part: str) -> Path:
@@ -116,27 +167,11 @@ def report(protocol: dict, out: Path, results: Path) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("run", "report"))
-    parser.add_argument("--protocol", type=Path, default=PROTOCOL)
-    parser.add_argument("--out", type=Path, default=Path("study_out"))
-    parser.add_argument("--results", type=Path, help="report's folder (default: the "
-                        "protocol's folder / results)")
-    parser.add_argument("--only", help="comma-separated cells (default: the protocol's order)")
-    parser.add_argument("--seeds", help="run: only these comma-separated seeds (a pilot)")
-    options = parser.parse_args(argv)
-    protocol = json.loads(options.protocol.read_text())
-    if options.command == "run":
-        for part in options.only.split(",") if options.only else protocol["order"]:
-            started = time.perf_counter()
-            run_cell(protocol, part, options.out,
-                     options.seeds and [int(s) for s in options.seeds.split(",")])
-            print(time.strftime("%H:%M:%S"), part, f"{time.perf_counter() - started:.0f} s",
-                  flush=True)
-    else:
-        print(report(protocol, options.out,
-                     options.results or options.protocol.parent / "results"))
+main = main_of(__doc__, PROTOCOL,
+               lambda protocol, part, options: run_cell(protocol, part, options.out,
+                                                        options.seeds),
+               lambda protocol, options: report(protocol, options.out, options.results),
+               seeds_option)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from mixgen_bench.clip_retrieval import run_benchmark
-from mixgen_bench.options import parse_options
+from mixgen_bench.protocol import harness_options as shared_options
+from mixgen_bench.protocol import main_of, seeds_option
 from mixgen_bench.report import curve_plot, load_runs
 from mixgen_bench.study_report import cell_table
 from mixgen_bench.sweep import FIXED
@@ -38,15 +38,8 @@ def harness_options(protocol: dict, setting: str, size: int, seeds: list[int], a
     values = {**FIXED, **protocol["common"], **protocol["settings"][setting]["options"],
               **overrides}
     values["steps"] = values.pop("steps_by_size")[str(size)]
-    argv = []
-    for key, value in values.items():
-        flag = f"--{key.replace('_', '-')}"
-        argv += [flag] if value is True else [f"{flag}={value}"]
-    argv += ["--arms", ",".join(arms), "--reference", arms[0], "--sizes", str(size),
-             "--seeds", ",".join(map(str, seeds)), "--out", str(out), "--resume"]
-    options = parse_options(argv)
-    options.arm_specs = {name: protocol["arms"][name] for name in arms}
-    return options
+    return shared_options(values, {name: protocol["arms"][name] for name in arms}, arms[0],
+                          size, seeds, out)
 
 
 def base_runs(protocol: dict, out: Path) -> list[dict]:
@@ -111,27 +104,11 @@ def report(protocol: dict, out: Path, results: Path) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("run", "report"))
-    parser.add_argument("--protocol", type=Path, default=PROTOCOL)
-    parser.add_argument("--out", type=Path, default=Path("study_out"))
-    parser.add_argument("--results", type=Path, help="report's folder (default: the "
-                        "protocol's folder / results)")
-    parser.add_argument("--only", help="comma-separated parts (default: the protocol's order)")
-    parser.add_argument("--seeds", help="run: only these comma-separated seeds (a pilot)")
-    options = parser.parse_args(argv)
-    protocol = json.loads(options.protocol.read_text())
-    if options.command == "run":
-        for part in options.only.split(",") if options.only else protocol["order"]:
-            started = time.perf_counter()
-            run_part(protocol, part, options.out,
-                     options.seeds and [int(s) for s in options.seeds.split(",")])
-            print(time.strftime("%H:%M:%S"), part, f"{time.perf_counter() - started:.0f} s",
-                  flush=True)
-    else:
-        print(report(protocol, options.out,
-                     options.results or options.protocol.parent / "results"))
+main = main_of(__doc__, PROTOCOL,
+               lambda protocol, part, options: run_part(protocol, part, options.out,
+                                                        options.seeds),
+               lambda protocol, options: report(protocol, options.out, options.results),
+               seeds_option)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ run of an arm, size and seed is the same run in both stages and is trained once.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 from mixgen_bench.clip_retrieval import run_benchmark
-from mixgen_bench.options import parse_options
+from mixgen_bench.protocol import harness_options as shared_options
+from mixgen_bench.protocol import main_of
 from mixgen_bench.report import load_runs
 from mixgen_bench.sweep_report import report, screen_scores, select_arms
 
@@ -61,13 +61,8 @@ def harness_options(protocol: dict, setting: str, names: list[str], size: int,
     by_size = values.pop("steps_by_size", None)  # a budget that grows with the data
     if by_size is not None:
         values["steps"] = by_size[str(size)]
-    argv = [f"--{key.replace('_', '-')}={value}" for key, value in values.items()]
-    argv += ["--arms", ",".join(names), "--reference", protocol["reference"],
-             "--sizes", str(size), "--seeds", ",".join(map(str, seeds)),
-             "--out", str(out / setting), "--resume"]
-    options = parse_options(argv)
-    options.arm_specs = harness_arms(protocol, names, size)
-    return options
+    return shared_options(values, harness_arms(protocol, names, size), protocol["reference"],
+                          size, seeds, out / setting)
 
 
 def stage_arms(protocol: dict, setting: str, stage: str, out: Path) -> list[str]:
@@ -102,32 +97,23 @@ def run_stage(protocol: dict, setting: str, stage: str, out: Path, log=print,
             f"{time.perf_counter() - started:.0f} s")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("run", "report"))
-    parser.add_argument("--protocol", type=Path, default=PROTOCOL)
-    parser.add_argument("--out", type=Path, default=Path("sweep_out"),
-                        help="harness output folders, one per setting")
-    parser.add_argument("--results", type=Path, help="where the report's JSON and Markdown "
-                        "go (default: the protocol's folder / results)")
-    parser.add_argument("--only", help="comma-separated 'setting:stage' steps (default: "
-                        "the protocol's order)")
-    parser.add_argument("--sizes", help="comma-separated sizes to run now (default: all "
-                        "of each stage's)")
+def sweep_options(parser: argparse.ArgumentParser) -> None:
+    """The sweep's own options: parts are ``setting:stage`` steps."""
+    parser.add_argument("--sizes", type=lambda text: [int(n) for n in text.split(",")],
+                        help="run: these comma-separated sizes now (default: all of each "
+                        "stage's)")
     parser.add_argument("--against", help="report: also every arm's paired difference to "
                         "this arm")
-    options = parser.parse_args(argv)
-    protocol = json.loads(options.protocol.read_text())
-    if options.command == "run":
-        steps = options.only.split(",") if options.only else protocol["order"]
-        for step in steps:
-            setting, stage = step.split(":")
-            run_stage(protocol, setting, stage, options.out,
-                      log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True),
-                      sizes=options.sizes and [int(n) for n in options.sizes.split(",")])
-    else:
-        results = options.results or options.protocol.parent / "results"
-        print(report(protocol, options.out, results, options.against))
+
+
+main = main_of(
+    __doc__, PROTOCOL,
+    lambda protocol, step, options: run_stage(
+        protocol, *step.split(":"), options.out,
+        log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True),
+        sizes=options.sizes),
+    lambda protocol, options: report(protocol, options.out, options.results, options.against),
+    sweep_options, out="sweep_out")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def results(arms: dict[str, list[float]], size: int, capped: str | None = None) 
 
 
 def test_the_report_gives_finished_cells_with_their_ladders_and_the_rest_as_unfinished(
-        tmp_path):
+        tmp_path, capsys):
     cell = tmp_path / "out" / "finetune-n512"
     cell.mkdir(parents=True)
     (cell / "results.json").write_text(json.dumps(results(
@@ -62,6 +62,9 @@ def test_the_report_gives_finished_cells_with_their_ladders_and_the_rest_as_unfi
     assert "### scratch, 1024 pairs\n\nNot finished (1 runs recorded)." in text
     assert (tmp_path / "results" / "curves-finetune-n512.png").is_file()
     assert (tmp_path / "results" / "study.md").read_text() == text
+    runner.main(["report", "--out", str(tmp_path / "out"), "--results",
+                 str(tmp_path / "again")])  # the command line, as in PROTOCOL.md
+    assert capsys.readouterr().out == text + "\n"
 
 
 def test_a_fine_tuning_cell_starts_from_the_chosen_bases(tmp_path):
