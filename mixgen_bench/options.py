@@ -89,6 +89,7 @@ def command_line_arms(options: argparse.Namespace) -> dict[str, Arm]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The harness's command line: what to compare, then one group of options each."""
     parser = argparse.ArgumentParser(
         prog=PROG, usage="%(prog)s [options]  (--help lists them)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seeds", default="0,1,2,3,4", help="comma-separated training seeds, shared by "
         "all arms")
     add("--out", type=Path, default=Path("bench_out"), help="output folder")
+    for add_group in (data_options, model_options, base_options, training_options,
+                      budget_options, mixgen_arm_options):
+        add_group(parser)
+    return parser
+
+
+def data_options(parser: argparse.ArgumentParser) -> None:
+    """The data: procedural, CSV or shards; the held-out and validation pairs."""
     data = parser.add_argument_group("data")
     data.add_argument("--data", default="shapes", help="shapes | digits (procedural) | "
                       "csv:PATH (open_clip_train's CSV; image paths relative to its folder) "
@@ -125,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "the test pairs (default: --eval-size; 0 needs --select final)")
     data.add_argument("--data-seed", type=int, default=0, help="seed of the procedural data")
     data.add_argument("--image-size", type=int, help="pixels (default: the model's)")
+
+
+def model_options(parser: argparse.ArgumentParser) -> None:
+    """The model and its starting weights."""
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="mixgen-tiny", help="open_clip model name, or "
                        "mixgen-tiny / mixgen-small (small configs for CPUs)")
@@ -134,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pretrained", type=Path, help="local checkpoint of the whole "
                        "model to start from (open_clip checkpoint or state dict)")
     model.add_argument("--context-length", type=int, help="text tokens (default: model's)")
+
+
+def base_options(parser: argparse.ArgumentParser) -> None:
+    """The pretrained base the harness makes and caches."""
     base = parser.add_argument_group(
         "pretrained base made here (instead of --pretrained): trained once with open_clip's "
         "ClipLoss and no MixGen, cached by its settings, then every run starts from it")
@@ -145,22 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--pretrain-seed", type=int, default=0)
     base.add_argument("--cache", type=Path, help="folder of cached bases (default: "
                       "$XDG_CACHE_HOME/mixgen_bench or ~/.cache/mixgen_bench)")
+
+
+def training_options(parser: argparse.ArgumentParser) -> None:
+    """What every run shares: optimiser, processes, evaluation, resuming."""
     train = parser.add_argument_group("training (the same for every arm; each run is one "
                                       "call of mixgen.open_clip_train)")
     train.add_argument("--epochs", type=int, default=16, help="epochs at each size (with "
                        "--budget auto: the first rung)")
-    train.add_argument("--budget", choices=BUDGETS, default="auto",
-                       help="auto: each arm climbs a ladder of budgets on the first seed "
-                       "(--epochs, then twice as many, each a whole run with its own "
-                       "schedule) until a rung gains no more than --budget-tol validation "
-                       "points or reaches --max-epochs; every seed of the arm then trains at "
-                       "its best rung. fixed: every arm trains for --epochs")
-    train.add_argument("--max-epochs", type=int, help="--budget auto: the longest rung "
-                       f"(default: {CAP_FACTOR} x the first); an arm still improving there "
-                       "is reported as capped")
-    train.add_argument("--budget-tol", type=float, default=BUDGET_TOL,
-                       help="--budget auto: validation points (mean R@1) a rung must gain "
-                       "over the previous one for the arm to climb on")
     train.add_argument("--steps", type=int, help="a fixed number of steps at every size "
                        "instead of --epochs; must be a whole number of epochs (0: evaluate "
                        "only, e.g. a --pretrained model)")
@@ -198,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep each run's final checkpoint (usable with --pretrained)")
     train.add_argument("--trainer-args", default="", help="more open_clip_train flags for "
                        "every run, one string (e.g. --trainer-args='--grad-clip-norm 1')")
+
+
+def budget_options(parser: argparse.ArgumentParser) -> None:
+    """The training length: fixed, or chosen per arm by a budget ladder."""
+    budget = parser.add_argument_group("budget (how long each arm trains)")
+    budget.add_argument("--budget", choices=BUDGETS, default="auto",
+                       help="auto: each arm climbs a ladder of budgets on the first seed "
+                       "(--epochs, then twice as many, each a whole run with its own "
+                       "schedule) until a rung gains no more than --budget-tol validation "
+                       "points or reaches --max-epochs; every seed of the arm then trains at "
+                       "its best rung. fixed: every arm trains for --epochs")
+    budget.add_argument("--max-epochs", type=int, help="--budget auto: the longest rung "
+                       f"(default: {CAP_FACTOR} x the first); an arm still improving there "
+                       "is reported as capped")
+    budget.add_argument("--budget-tol", type=float, default=BUDGET_TOL,
+                       help="--budget auto: validation points (mean R@1) a rung must gain "
+                       "over the previous one for the arm to climb on")
+
+
+def mixgen_arm_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the 'mixgen' arm."""
     mix = parser.add_argument_group("MixGen options of the 'mixgen' arm (see mixgen.MixGen)")
     MixGenConfig.add_arguments(mix)  # --lam, --ratio, ... generated from the config
     mix.add_argument("--mixgen-off-epoch", type=int, help="stop mixing from this epoch on")
@@ -205,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train the arm with mixgen.losses.MixGenClipLoss")
     mix.add_argument("--mixed-weight", type=float, help="weight of a mixed pair's row in the "
                      "loss (MixGenClipLoss mixed_weight; default 1)")
-    return parser
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
