@@ -25,7 +25,8 @@ from typing import Any
 
 from mixgen_bench.clip_retrieval import run_benchmark
 from mixgen_bench.options import parse_options
-from mixgen_bench.report import budget_lines, capped_lines, curve_plot, write_outputs
+from mixgen_bench.plots import curve_plot
+from mixgen_bench.report import budget_lines, capped_lines, write_outputs
 from mixgen_bench.study_report import cell_table
 
 PROTOCOL = Path("benchmarks") / "study_v3" / "protocol.json"

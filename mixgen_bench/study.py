@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from mixgen_bench.clip_retrieval import run_benchmark
+from mixgen_bench.plots import curve_plot
 from mixgen_bench.protocol import harness_options as shared_options
 from mixgen_bench.protocol import main_of, seeds_option
-from mixgen_bench.report import curve_plot, load_runs
+from mixgen_bench.report import load_runs
 from mixgen_bench.study_report import cell_table
 from mixgen_bench.sweep import FIXED
 

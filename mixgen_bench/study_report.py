@@ -4,8 +4,8 @@ that peaked late (still rising when their budget ended)."""
 
 from __future__ import annotations
 
-from mixgen_bench.metrics import R_AT_1, mean_confidence_interval, paired_difference
-from mixgen_bench.report import MIN_SEEDS, interval
+from mixgen_bench.metrics import MIN_SEEDS, R_AT_1, mean_confidence_interval, paired_difference
+from mixgen_bench.report import interval
 from mixgen_bench.sweep_report import cell
 
 LATE = 0.75

@@ -9,14 +9,8 @@ from PIL import Image
 
 from mixgen_bench.metrics import mean_confidence_interval, student_t_quantile
 from mixgen_bench.options import Arm
-from mixgen_bench.report import (
-    METRICS,
-    curve_plot,
-    metric_bounds,
-    plot,
-    summarize,
-    write_outputs,
-)
+from mixgen_bench.plots import curve_plot, plot
+from mixgen_bench.report import METRICS, metric_bounds, summarize, write_outputs
 
 ARMS = [Arm("baseline"), Arm("mixgen", {})]
 
