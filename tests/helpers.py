@@ -4,16 +4,19 @@ reference code the library is checked against (the paper's published loops, from
 loop over an info's pairs).
 """
 
+import socket
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import torch
 from PIL import Image
 
+from mixgen import MixGenInfo
 from mixgen_bench.reference import published_mixgen, published_mixgen_batch
 
-__all__ = ["captions", "image_batch", "published_mixgen", "published_mixgen_batch", "red_square",
-           "reference_mix", "write_pairs"]
+__all__ = ["captions", "free_port", "image_batch", "loss_features", "make_info",
+           "published_mixgen", "published_mixgen_batch", "red_square", "reference_mix",
+           "write_pairs"]
 
 
 def captions(n: int) -> list[str]:
@@ -25,6 +28,30 @@ def image_batch(n: int, *, dtype=torch.float32, shape=(3, 4, 5), seed: int = 0) 
     if dtype == torch.uint8:
         return torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8)
     return torch.rand((n, *shape), generator=gen).to(dtype)
+
+
+def make_info(source, partner, lam, *, batch_size=4, mode="replace", pairing="first",
+              keep_source_text=None) -> MixGenInfo:
+    """The info of pairs ``(source[k], partner[k])`` with weights ``lam[k]``."""
+    return MixGenInfo(batch_size=batch_size, mode=mode, pairing=pairing,
+                      source=torch.tensor(source), partner=torch.tensor(partner),
+                      lam=torch.tensor(lam, dtype=torch.float32),
+                      keep_source_text=keep_source_text)
+
+
+def loss_features(rows, dim=6, seed=0, requires_grad=False):
+    """Unit-norm random image and text features, ``[rows, dim]`` each."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1)
+    return image.requires_grad_(requires_grad), text.requires_grad_(requires_grad)
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a process group's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def red_square(i: int) -> Image.Image:
