@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -57,6 +58,9 @@ def run_benchmark(options: argparse.Namespace) -> dict[str, Any]:
     if options.val_size < 0 or options.eval_points < 1:
         raise UsageError(f"--val-size must be >= 0 and --eval-points >= 1, got "
                          f"{options.val_size} and {options.eval_points}")
+    if "--siglip" in shlex.split(options.trainer_args):
+        raise UsageError("give --siglip, not --trainer-args=--siglip: the harness builds the "
+                         "models it evaluates with SigLIP's logit bias")
     if options.val_size == 0 and options.select == "best-val":
         raise UsageError("--select best-val needs validation pairs: give --val-size > 0, "
                          "or --select final")

@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pretrained", type=Path, help="local checkpoint of the whole "
                        "model to start from (open_clip checkpoint or state dict)")
     model.add_argument("--context-length", type=int, help="text tokens (default: model's)")
+    model.add_argument("--siglip", action="store_true", help="train every run with SigLIP's "
+                       "sigmoid loss (open_clip_train --siglip: a logit bias in the model; arms "
+                       "with loss_targets use MixGenSigLipLoss); a --pretrain-data base is "
+                       "still trained with ClipLoss")
     base = parser.add_argument_group(
         "pretrained base made here (instead of --pretrained): trained once with open_clip's "
         "ClipLoss and no MixGen, cached by its settings, then every run starts from it")
