@@ -219,7 +219,7 @@ class MixGenTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def mixgen_loss_of(model: nn.Module, targets: str) -> MixGenClipLoss | MixGenSigLipLoss:
+def mixgen_loss_of(model: object, targets: str) -> MixGenClipLoss | MixGenSigLipLoss:
     """MixGen's loss, with ``targets``, of the family of ``model``'s own loss
     (:data:`LOSS_FAMILIES`); ``TypeError`` for a model of another kind."""
     for models, loss in LOSS_FAMILIES:

@@ -171,7 +171,8 @@ class MixGenTraining:
 
         def create_loss(args: Any) -> InfoFedLoss:
             loss = original(args)
-            targets, weight = self.options.targets, self.options.mixed_weight
+            targets, weight, infos = self.options.targets, self.options.mixed_weight, self.infos
+            assert targets is not None and infos is not None  # wrapped only for such runs
             mixgen_loss: MixGenClipLoss | MixGenSigLipLoss
             if type(loss) is ClipLoss:
                 mixgen_loss = MixGenClipLoss(
@@ -188,7 +189,7 @@ class MixGenTraining:
                     f"(--siglip), which MixGenClipLoss and MixGenSigLipLoss replace, but "
                     f"this run uses {type(loss).__name__}: train CoCa models and "
                     f"distillation with --mixgen-loss clip and --mixgen-mixed-weight 1")
-            return InfoFedLoss(self.infos, mixgen_loss)
+            return InfoFedLoss(infos, mixgen_loss)
 
         return create_loss
 
