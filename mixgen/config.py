@@ -28,7 +28,8 @@ IMAGE_OPS = ("mixup", "cutmix", "concat")
 TEXT_OPS = ("concat", "select")
 MULTI_CAPTIONS = ("by_position", "pick_one")
 LOSS_TARGETS = ("onehot", "soft", "mask")
-"""The contrastive targets of :class:`mixgen.losses.MixGenClipLoss`."""
+"""The contrastive targets of :class:`mixgen.losses.MixGenClipLoss` and
+:class:`mixgen.losses.MixGenSigLipLoss`."""
 DEFAULT_RATIO = 0.25
 
 
@@ -238,7 +239,7 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 def check_mixed_weight(value: object, name: str = "mixed_weight") -> None:
-    """``mixed_weight`` (of :class:`~mixgen.losses.MixGenClipLoss`) is a finite float > 0
+    """``mixed_weight`` (of the losses in :mod:`mixgen.losses`) is a finite float > 0
     (0 would leave a batch of only mixed rows with no weight at all); errors name it
     ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -5,7 +5,8 @@ returns them with ``"return_loss": True``; it is passed as ``Trainer(data_collat
 :class:`MixGenDataCollator` returns the same batch, mixed: from pre-tokenized features
 (joined on the ids, masks rebuilt), or from raw captions mixed as strings, then tokenized.
 :class:`MixGenTrainer` is the ``Trainer`` that keeps evaluation batches unmixed and scores
-the mixed ones with :class:`~mixgen.losses.MixGenClipLoss`'s targets::
+the mixed ones with MixGen's targets, in the loss family of the model's own loss
+(:data:`LOSS_FAMILIES`)::
 
     collator = MixGenDataCollator(tokenizer=tokenizer, return_info=True)
     trainer = MixGenTrainer(model=model, args=args, data_collator=collator,
@@ -29,20 +30,33 @@ from torch import Tensor, nn
 
 try:
     import accelerate  # noqa: F401  (the Trainer needs it; say so here, not mid-training)
-    from transformers import Trainer
+    from transformers import (
+        CLIPModel,
+        Siglip2Model,
+        SiglipModel,
+        Trainer,
+        VisionTextDualEncoderModel,
+    )
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("mixgen.hf_trainer needs transformers and accelerate: "
                       "pip install 'mixgen[transformers]'") from error
 
 from mixgen.batch import INFO_KEY, caption_keys
 from mixgen.collate import MixGenCollate
-from mixgen.config import MixGenConfig
-from mixgen.losses import MixGenClipLoss
+from mixgen.config import LOSS_TARGETS, MixGenConfig, check_choice
+from mixgen.losses import MixGenClipLoss, MixGenSigLipLoss
 
-__all__ = ["MixGenDataCollator", "MixGenTrainer"]
+__all__ = ["LOSS_FAMILIES", "MixGenDataCollator", "MixGenTrainer"]
 
 RUN_CLIP_FIELDS = ("input_ids", "attention_mask")
 """The token fields of run_clip's batches."""
+LOSS_FAMILIES: tuple[tuple[tuple[type[nn.Module], ...], type[MixGenClipLoss | MixGenSigLipLoss]],
+                     ...] = (
+    ((CLIPModel, VisionTextDualEncoderModel), MixGenClipLoss),  # softmax cross-entropy
+    ((SiglipModel, Siglip2Model), MixGenSigLipLoss),  # sigmoid, with the model's logit bias
+)
+"""The models :class:`MixGenTrainer` scores, each with MixGen's loss of the family of the
+model's own loss (``return_loss=True``); subclasses count as their base."""
 
 
 class MixGenDataCollator:
@@ -137,23 +151,28 @@ class MixGenTrainer(Trainer):
     """transformers' ``Trainer`` for batches of :class:`MixGenDataCollator`.
 
     Evaluation and test batches are collated by ``data_collator.unmixed()``: never mixed.
-    A training batch with an info (``MixGenDataCollator(return_info=True)``) is scored by
-    :meth:`MixGenClipLoss.loss_from_logits <mixgen.losses.MixGenClipLoss.loss_from_logits>`
-    on the model's ``logits_per_image`` and ``logits_per_text`` (``CLIPModel``,
-    ``VisionTextDualEncoderModel``), the info taken off the batch; other batches by the
-    model's own loss.
+    A training batch with an info (``MixGenDataCollator(return_info=True)``) is scored on
+    the model's own logits, the info taken off the batch, by MixGen's loss of the model's
+    family (:data:`LOSS_FAMILIES`): :class:`~mixgen.losses.MixGenClipLoss` on
+    ``logits_per_image`` and ``logits_per_text`` of ``CLIPModel`` and
+    ``VisionTextDualEncoderModel``, :class:`~mixgen.losses.MixGenSigLipLoss` on
+    ``logits_per_image`` (the logit bias included) of ``SiglipModel`` and
+    ``Siglip2Model``. Other batches are scored by the model's own loss. With one-hot
+    targets both are the model's own loss. Another model is refused: its loss is not
+    guessed.
 
     Args:
         *args, **kwargs: those of ``transformers.Trainer``.
-        mixgen_targets: ``"soft"``, ``"mask"`` or ``"onehot"``, as
-            :class:`~mixgen.losses.MixGenClipLoss`'s ``targets``.
+        mixgen_targets: ``"soft"``, ``"mask"`` or ``"onehot"``, the ``targets`` of the
+            MixGen loss.
     """
 
     loss_is_scaled_for_ga = False  # a mean over one batch, as CLIP's own loss
 
     def __init__(self, *args: Any, mixgen_targets: str = "soft", **kwargs: Any) -> None:
-        self.mixgen_loss = MixGenClipLoss(targets=mixgen_targets)
+        check_choice("mixgen_targets", mixgen_targets, LOSS_TARGETS)
         super().__init__(*args, **kwargs)
+        self.mixgen_loss = mixgen_loss_of(self.model, mixgen_targets)
         collator = self.data_collator
         if (mixgen_targets != "onehot" and isinstance(collator, MixGenDataCollator)
                 and not collator.config.return_info):
@@ -192,6 +211,22 @@ class MixGenTrainer(Trainer):
         info = inputs.pop(INFO_KEY)
         inputs["return_loss"] = False
         outputs = model(**inputs)
-        loss = self.mixgen_loss.loss_from_logits(outputs.logits_per_image,
-                                                 outputs.logits_per_text, info)
+        if isinstance(self.mixgen_loss, MixGenSigLipLoss):
+            loss = self.mixgen_loss.loss_from_logits(outputs.logits_per_image, info)
+        else:
+            loss = self.mixgen_loss.loss_from_logits(outputs.logits_per_image,
+                                                     outputs.logits_per_text, info)
         return (loss, outputs) if return_outputs else loss
+
+
+def mixgen_loss_of(model: object, targets: str) -> MixGenClipLoss | MixGenSigLipLoss:
+    """MixGen's loss, with ``targets``, of the family of ``model``'s own loss
+    (:data:`LOSS_FAMILIES`); ``TypeError`` for a model of another kind."""
+    for models, loss in LOSS_FAMILIES:
+        if isinstance(model, models):
+            return loss(targets=targets)
+    supported = "; ".join(f"{', '.join(m.__name__ for m in models)} ({loss.__name__})"
+                          for models, loss in LOSS_FAMILIES)
+    raise TypeError(f"MixGenTrainer cannot tell the loss family of a {type(model).__name__}: "
+                    f"it scores these models and their subclasses, each with MixGen's loss "
+                    f"of its own loss's family: {supported}")

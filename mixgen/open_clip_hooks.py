@@ -5,7 +5,8 @@
   ``mixgen.wds`` stage after ``.batched()`` for webdataset), switched off from
   ``--mixgen-off-epoch`` on and returns ``(images, texts, info)``;
   :class:`InfoLoader` hands ``(images, texts)`` to ``train_one_epoch`` and the info to
-  :class:`InfoFedClipLoss`, which scores exactly that batch.
+  :class:`InfoFedLoss`, a MixGen loss of the run's family (``MixGenClipLoss``, or
+  ``MixGenSigLipLoss`` with ``--siglip``) that scores exactly that batch.
 - :class:`CpuDistributedDataParallel` lets open_clip_train's ``DistributedDataParallel(model,
   device_ids=[device])`` run on CPU (``--dist-backend gloo``), which torch refuses as is.
 
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from open_clip.loss import ClipLoss
+from open_clip.loss import ClipLoss, SigLipLoss
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from webdataset import DataPipeline
@@ -30,7 +31,7 @@ import mixgen.wds
 from mixgen.batch import BatchMixer
 from mixgen.collate import MixGenCollate
 from mixgen.info import MixGenInfo
-from mixgen.losses import MixGenClipLoss
+from mixgen.losses import MixGenClipLoss, MixGenSigLipLoss
 from mixgen.train_options import TrainOptions
 
 
@@ -81,20 +82,19 @@ class _BatchInfos:
         return info
 
 
-class InfoFedClipLoss(MixGenClipLoss):
-    """``MixGenClipLoss`` that takes the info of the batch it scores from the loader."""
+class InfoFedLoss(torch.nn.Module):
+    """A MixGen loss (``loss``) called as open_clip_train calls its loss, with the info
+    of the batch it scores taken from the loader."""
 
-    def __init__(self, infos: _BatchInfos, targets: str, mixed_weight: float = 1.0,
-                 **clip_loss_options: Any) -> None:
-        super().__init__(targets, mixed_weight, **clip_loss_options)
-        self.infos = infos
+    def __init__(self, infos: _BatchInfos, loss: MixGenClipLoss | MixGenSigLipLoss) -> None:
+        super().__init__()
+        self.infos, self.loss = infos, loss
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
                 logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
                 output_dict: bool = False) -> Any:
-        return super().forward(image_features, text_features, logit_scale,
-                               logit_bias=logit_bias, output_dict=output_dict,
-                               mixgen_info=self.infos.take())
+        return self.loss(image_features, text_features, logit_scale, logit_bias=logit_bias,
+                         output_dict=output_dict, mixgen_info=self.infos.take())
 
 
 class InfoLoader:
@@ -165,20 +165,31 @@ class MixGenTraining:
         return get_data
 
     def create_loss(self, original: Callable) -> Callable:
-        """``create_loss`` that returns ``MixGenClipLoss`` with this run's targets."""
+        """``create_loss`` that returns the MixGen loss of the run's family, with this
+        run's targets and mixed weight and open_clip's options: ``MixGenClipLoss`` for
+        ``ClipLoss``, ``MixGenSigLipLoss`` for ``SigLipLoss`` (``--siglip``)."""
 
-        def create_loss(args: Any) -> Any:
+        def create_loss(args: Any) -> InfoFedLoss:
             loss = original(args)
-            if type(loss) is not ClipLoss:
-                raise ValueError(f"--mixgen-loss {self.options.loss} replaces open_clip's "
-                                 f"ClipLoss, but this run uses {type(loss).__name__}: use "
-                                 f"--mixgen-loss clip with --siglip, CoCa models or "
-                                 f"distillation")
-            return InfoFedClipLoss(self.infos, self.options.targets, self.options.mixed_weight,
-                                   local_loss=loss.local_loss,
-                                   gather_with_grad=loss.gather_with_grad,
-                                   cache_labels=loss.cache_labels, rank=loss.rank,
-                                   world_size=loss.world_size, use_horovod=loss.use_horovod)
+            targets, weight, infos = self.options.targets, self.options.mixed_weight, self.infos
+            assert targets is not None and infos is not None  # wrapped only for such runs
+            mixgen_loss: MixGenClipLoss | MixGenSigLipLoss
+            if type(loss) is ClipLoss:
+                mixgen_loss = MixGenClipLoss(
+                    targets, weight, local_loss=loss.local_loss,
+                    gather_with_grad=loss.gather_with_grad, cache_labels=loss.cache_labels,
+                    rank=loss.rank, world_size=loss.world_size, use_horovod=loss.use_horovod)
+            elif type(loss) is SigLipLoss:
+                mixgen_loss = MixGenSigLipLoss(
+                    targets, weight, cache_labels=loss.cache_labels, rank=loss.rank,
+                    world_size=loss.world_size, dist_impl=loss.dist_impl)
+            else:
+                raise ValueError(
+                    f"{self.options.loss_flag} needs open_clip's ClipLoss or SigLipLoss "
+                    f"(--siglip), which MixGenClipLoss and MixGenSigLipLoss replace, but "
+                    f"this run uses {type(loss).__name__}: train CoCa models and "
+                    f"distillation with --mixgen-loss clip and --mixgen-mixed-weight 1")
+            return InfoFedLoss(infos, mixgen_loss)
 
         return create_loss
 

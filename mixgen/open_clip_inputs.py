@@ -104,6 +104,14 @@ def check_pretrained(path: str | Path, model_name: str, **create: Any) -> None:
                          + ("; ".join(found) or str(error).strip().splitlines()[0])) from None
 
 
+def siglip_model_options(siglip: bool) -> dict[str, float]:
+    """The keywords open_clip_train adds to ``open_clip.create_model`` for ``--siglip``:
+    SigLIP's initial logit scale and a logit bias. A SigLIP run's checkpoint holds
+    ``logit_bias``, which only a model built with them loads; a CLIP checkpoint loads into
+    such a model with the bias at 0 (open_clip's ``load_checkpoint``)."""
+    return {"init_logit_scale": math.log(10), "init_logit_bias": -10} if siglip else {}
+
+
 def check_run_inputs(args: argparse.Namespace) -> None:
     """Check what open_clip_train's parsed ``args`` name before it starts: the CSV files
     (columns, every image, at least one batch per process) or local shards, and a
@@ -130,7 +138,7 @@ def check_run_inputs(args: argparse.Namespace) -> None:
                              force_custom_text=args.force_custom_text,
                              force_image_size=size[0] if size and len(size) == 1 else size,
                              force_context_length=args.force_context_length,
-                             **({"init_logit_bias": -10} if args.siglip else {}))
+                             **siglip_model_options(args.siglip))
 
 
 def _check_csv(path: str, args: argparse.Namespace, flag: str, train: bool) -> None:

@@ -4,7 +4,8 @@
 Every flag of open_clip_train is passed through unchanged. Without ``--mixgen`` this is
 open_clip_train itself, bit for bit. With it, the training batches are mixed in the
 DataLoader workers and, with ``--mixgen-loss soft`` or ``mask``, scored by
-:class:`~mixgen.losses.MixGenClipLoss` with the info of exactly that batch; checkpoints
+:class:`~mixgen.losses.MixGenClipLoss` (:class:`~mixgen.losses.MixGenSigLipLoss` with
+``--siglip``) with the info of exactly that batch; checkpoints
 stay plain open_clip checkpoints.
 
 MixGen reaches into open_clip_train only through the attributes named in :data:`HOOKS`,
@@ -138,10 +139,8 @@ def _check(parser: argparse.ArgumentParser, options: argparse.Namespace,
     except (TypeError, ValueError) as error:
         parser.error(f"--mixgen: {error}")
     if train_options.targets is not None and train_args.accum_freq > 1:
-        flag = (f"--mixgen-loss {train_options.loss}" if train_options.loss != "clip"
-                else f"--mixgen-mixed-weight {train_options.mixed_weight}")
-        parser.error(f"{flag} needs --accum-freq 1: with gradient accumulation "
-                     f"open_clip_train scores several batches at once")
+        parser.error(f"{train_options.loss_flag} needs --accum-freq 1: with gradient "
+                     f"accumulation open_clip_train scores several batches at once")
     return train_options
 
 

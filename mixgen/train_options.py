@@ -21,15 +21,18 @@ from typing import Any
 from mixgen.config import LOSS_TARGETS, MixGenConfig, check_choice, check_mixed_weight
 
 LOSSES = ("clip", *(target for target in LOSS_TARGETS if target != "onehot"))
-"""``--mixgen-loss``: ``clip``, open_clip's ``ClipLoss``; else the targets of
-:class:`~mixgen.losses.MixGenClipLoss`."""
+"""``--mixgen-loss``: ``clip``, the run's own open_clip loss (``ClipLoss``, or
+``SigLipLoss`` with ``--siglip``: one-hot targets); else the targets of MixGen's loss of
+the same family (:class:`~mixgen.losses.MixGenClipLoss`,
+:class:`~mixgen.losses.MixGenSigLipLoss`)."""
 PREFIX = "mixgen-"
 """The prefix of the trainer's MixGen flags."""
 _HELP = {
-    "loss": "clip: open_clip's loss; soft / mask: MixGenClipLoss, which gives a mixed pair's "
-            "partner a share of the target (soft) or leaves it out of the softmax (mask)",
-    "mixed_weight": "weight of a mixed pair's row in the loss's mean over rows (MixGenClipLoss "
-                    "mixed_weight; 1: every row the same)",
+    "loss": "clip: the run's open_clip loss (ClipLoss, or SigLipLoss with --siglip); soft / "
+            "mask: MixGen's loss of the same family (MixGenClipLoss, MixGenSigLipLoss), which "
+            "gives a mixed pair's partner a share of the target (soft) or leaves it out (mask)",
+    "mixed_weight": "weight of a mixed pair's row in the loss's mean over rows (mixed_weight "
+                    "of MixGenClipLoss or MixGenSigLipLoss; 1: every row the same)",
     "off_epoch": "no mixing from epoch N on (0-based, like open_clip's epochs)",
 }
 
@@ -46,9 +49,10 @@ class TrainOptions:
 
     Args:
         config: the augmentation (``--mixgen-lam``, ``--mixgen-ratio``, ...).
-        loss: ``--mixgen-loss``, one of :data:`LOSSES`: ``clip`` (open_clip's
-            ``ClipLoss``), ``soft`` or ``mask`` (``MixGenClipLoss``'s targets).
-        mixed_weight: ``--mixgen-mixed-weight``, ``MixGenClipLoss``'s weight of a row that
+        loss: ``--mixgen-loss``, one of :data:`LOSSES`: ``clip`` (the run's open_clip
+            loss, ``ClipLoss`` or ``SigLipLoss``), ``soft`` or ``mask`` (the targets of
+            ``MixGenClipLoss`` or ``MixGenSigLipLoss``).
+        mixed_weight: ``--mixgen-mixed-weight``, the MixGen loss's weight of a row that
             holds a mixed pair (1: every row the same).
         off_epoch: ``--mixgen-off-epoch``, no mixing from this (0-based) epoch on; None:
             mixing in every epoch.
@@ -84,11 +88,20 @@ class TrainOptions:
 
     @property
     def targets(self) -> str | None:
-        """``MixGenClipLoss``'s targets, or None for open_clip's own loss (``clip`` with
+        """The MixGen loss's targets, or None for open_clip's own loss (``clip`` with
         every row weighing the same)."""
         if self.loss != "clip":
             return self.loss
         return "onehot" if self.mixed_weight != 1.0 else None
+
+    @property
+    def loss_flag(self) -> str:
+        """The flag that makes the run score with a MixGen loss, as messages name it:
+        ``--mixgen-loss soft``, or ``--mixgen-mixed-weight 0.5`` (one-hot targets);
+        empty for open_clip's own loss."""
+        if self.loss != "clip":
+            return f"{flag('loss')} {self.loss}"
+        return f"{flag('mixed_weight')} {self.mixed_weight}" if self.targets else ""
 
     def mixing(self, epoch: int) -> bool:
         """Whether batches of ``epoch`` (0-based) are mixed."""

@@ -2,7 +2,8 @@
 
 ``--pretrain-data shapes`` (or ``digits``) trains the harness's model once on
 ``--pretrain-size`` procedural pairs for ``--pretrain-epochs`` epochs, through
-``mixgen.open_clip_train`` with open_clip's plain ``ClipLoss`` and no MixGen, and keeps
+``mixgen.open_clip_train`` with open_clip's plain ``ClipLoss`` and no MixGen (also for
+``--siglip`` runs, which then start from a CLIP checkpoint, its logit bias 0), and keeps
 the final checkpoint in ``--cache``, in a folder named by a hash of every setting that
 shapes it. Later calls with the same settings reuse it, so a study pays for its base once;
 every run then starts from it as from a ``--pretrained`` checkpoint.
@@ -62,7 +63,7 @@ def base_checkpoint(options: argparse.Namespace) -> Path:
         **vars(options), "data": options.pretrain_data, "eval_json": None, "eval_size": 1,
         "epochs": options.pretrain_epochs, "steps": None, "lr": options.pretrain_lr,
         "out": folder, "resume": True, "checkpoint_every": 1, "pretrained": None,
-        "val_size": 0, "select": "final"})
+        "val_size": 0, "select": "final", "siglip": False})
     pairs, _, _ = load_data(base, options.pretrain_size)
     table = write_training_data(pairs, [options.pretrain_size], folder / "data")
     trained = train(Run(Arm("base"), options.pretrain_size, options.pretrain_seed,

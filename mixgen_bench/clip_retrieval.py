@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from collections import deque
@@ -109,6 +110,9 @@ def validate(options: argparse.Namespace) -> tuple[list[Arm], list[int], list[in
     if options.val_size < 0 or options.eval_points < 1:
         raise UsageError(f"--val-size must be >= 0 and --eval-points >= 1, got "
                          f"{options.val_size} and {options.eval_points}")
+    if "--siglip" in shlex.split(options.trainer_args):
+        raise UsageError("give --siglip, not --trainer-args=--siglip: the harness builds the "
+                         "models it evaluates with SigLIP's logit bias")
     if options.val_size == 0 and options.select == "best-val":
         raise UsageError("--select best-val needs validation pairs: give --val-size > 0, "
                          "or --select final")

@@ -19,6 +19,7 @@ import open_clip
 import torch
 
 from mixgen.open_clip_inputs import check_pretrained as check_trainer_pretrained
+from mixgen.open_clip_inputs import siglip_model_options
 from mixgen.open_clip_train import register_model_configs
 from mixgen_bench.data import ImagePairs
 from mixgen_bench.errors import UsageError
@@ -74,24 +75,27 @@ def prepare_model(options: argparse.Namespace, folder: Path) -> str:
 def check_pretrained(name: str, options: argparse.Namespace) -> None:
     """Refuse a ``--pretrained`` file that is missing, that torch cannot load with
     ``weights_only=True``, or whose tensors do not fit the model ``name`` (the trainer's
-    check), before any run starts."""
+    check, with the logit bias of ``--siglip``), before any run starts."""
     if options.pretrained is not None:
         check_trainer_pretrained(
             options.pretrained, name, force_image_size=options.image_size,
-            force_context_length=options.context_length)
+            force_context_length=options.context_length,
+            **siglip_model_options(options.siglip))
 
 
 def load_model(name: str, options: argparse.Namespace, checkpoint: Path | None, seed: int,
                device: torch.device) -> tuple[torch.nn.Module, Any]:
-    """The model ``name`` as the trainer builds it with this ``seed`` (and ``--pretrained``),
-    with ``checkpoint``'s weights when given; and its tokenizer."""
+    """The model ``name`` as the trainer builds it with this ``seed`` (and ``--pretrained``;
+    with ``--siglip``, a logit bias, so that SigLIP checkpoints load), with
+    ``checkpoint``'s weights when given; and its tokenizer."""
     torch.manual_seed(seed)  # the trainer's initial weights, for runs of 0 steps
     local = name.startswith(LOCAL_DIR)  # open_clip ignores pretrained= for a model folder
     weights = checkpoint if checkpoint is not None else options.pretrained
     model = open_clip.create_model(name, pretrained=None if local or weights is None
                                    else str(weights), force_image_size=options.image_size,
                                    force_context_length=options.context_length,
-                                   device=device, output_dict=True)
+                                   device=device, output_dict=True,
+                                   **siglip_model_options(options.siglip))
     if local and checkpoint is not None:
         open_clip.load_checkpoint(model, str(checkpoint), weights_only=True, device=device)
     tokenizer = open_clip.get_tokenizer(name, context_length=options.context_length)

@@ -147,6 +147,10 @@ def model_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--pretrained", type=Path, help="local checkpoint of the whole "
                        "model to start from (open_clip checkpoint or state dict)")
     model.add_argument("--context-length", type=int, help="text tokens (default: model's)")
+    model.add_argument("--siglip", action="store_true", help="train every run with SigLIP's "
+                       "sigmoid loss (open_clip_train --siglip: a logit bias in the model; arms "
+                       "with loss_targets use MixGenSigLipLoss); a --pretrain-data base is "
+                       "still trained with ClipLoss")
 
 
 def base_options(parser: argparse.ArgumentParser) -> None:

@@ -128,6 +128,7 @@ def trainer_argv(run: Run, options: argparse.Namespace, model: str, train_csv: P
         argv += ["--force-context-length", str(options.context_length)]
     if options.pretrained is not None and not model.startswith("local-dir:"):
         argv += ["--pretrained", str(options.pretrained.resolve())]
+    argv += ["--siglip"] * options.siglip
     argv += ["--local-loss"] * options.local_loss
     argv += ["--gather-with-grad"] * options.gather_with_grad
     argv += ["--resume", "latest"] * resume

